@@ -29,7 +29,7 @@ setup(
     name="genjax-sde",
     version="0.1.0",
     description="SDE/ODE generative models (diffusion, score matching, PFGM, flows) in JAX/Flax.",
-    packages=find_packages(include=["genjax", "genjax.*", "experiments", "experiments.*"]),
+    packages=find_packages(include=["genjax", "genjax.*", "experiments", "experiments.*", "configs"]),
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0", "scikit-learn==1.9.1"]},

@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections); each file's docstring gives its command and result."""

@@ -1,0 +1,188 @@
+"""Composes one experiment from its config: process + network + objective + data + mesh.
+
+This is where the independent layers meet. `build_experiment` validates the whole config
+up front (so a bad value fails before anything is written) and returns an `Experiment`
+whose methods give the pure pieces the train loop, the sampler and the evaluator use.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genjax import factory
+from genjax.data.stream import ArrayStream
+from genjax.factory import ConfigError
+from genjax.processes.views import OUTPUT_KINDS, score_fn_from_output
+from genjax.train import parallel
+from genjax.train.optimizer import SCHEDULES, make_optimizer
+from genjax.train.state import TrainState, create_train_state
+from genjax.train.step import train_step
+
+# Independent streams of randomness, all derived from config.seed.
+KEY_PURPOSES = ("init", "train", "data", "sample", "reference_data", "metrics")
+
+
+def derive_key(seed: int, purpose: str) -> jax.Array:
+    """The key for one purpose: fold_in(PRNGKey(seed), index of the purpose)."""
+    return jax.random.fold_in(jax.random.key(seed), KEY_PURPOSES.index(purpose))
+
+
+def _positive_int(config, path: str, allow_zero: bool = False) -> int:
+    section, field = path.split(".")
+    value = config[section][field]
+    if not isinstance(value, int) or value < (0 if allow_zero else 1):
+        bound = "non-negative" if allow_zero else "positive"
+        raise ConfigError(f"{path}={value!r} must be a {bound} integer")
+    return value
+
+
+def evaluation_samplers(config) -> list[str]:
+    names = [name.strip() for name in config.evaluate.samplers.split(",") if name.strip()]
+    for name in names:
+        factory.lookup(factory.SAMPLERS, name, "evaluate.samplers")
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    config: Any
+    process: Any
+    network: Any
+    dataset_fn: Callable
+    objective: Callable
+    optimizer: Any
+    mesh: jax.sharding.Mesh
+    data_shape: tuple[int, ...]
+
+    # --- the model as functions -----------------------------------------------------------
+    def score_fn(self, params) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        """Per-example score (x, t) -> s of the network with `params`."""
+
+        def output(x, t):
+            return self.network.apply(params, x[None], t[None])[0]
+
+        return score_fn_from_output(self.process, output, self.config.model.output)
+
+    def loss_fn(self, params, batch, key):
+        return self.objective(self.score_fn(params), self.process, batch, key)
+
+    # --- state, shardings, step -------------------------------------------------------------
+    def _init_state(self) -> TrainState:
+        dummy_x = jnp.zeros((1,) + self.data_shape, jnp.float32)
+        params = self.network.init(derive_key(self.config.seed, "init"), dummy_x, jnp.zeros((1,)))
+        train_key = jax.random.key_data(derive_key(self.config.seed, "train"))
+        return create_train_state(params, self.optimizer, train_key)
+
+    @functools.cached_property
+    def state_shardings(self):
+        abstract = jax.eval_shape(self._init_state)
+        return parallel.shardings_from_rule(abstract, self.mesh)
+
+    def abstract_state(self):
+        """ShapeDtypeStructs of the state with this mesh's shardings (a restore target)."""
+        abstract = jax.eval_shape(self._init_state)
+        return jax.tree.map(
+            lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), abstract, self.state_shardings
+        )
+
+    def init_state(self) -> TrainState:
+        """A fresh state, created directly with its shardings."""
+        return jax.jit(self._init_state, out_shardings=self.state_shardings)()
+
+    @functools.cached_property
+    def batch_sharding(self):
+        return parallel.batch_sharding(self.mesh)
+
+    def jitted_train_step(self):
+        """train_step jitted with explicit in/out shardings; the input state is donated."""
+        step = functools.partial(
+            train_step, loss_fn=self.loss_fn, optimizer=self.optimizer, ema_decay=self.config.training.ema_decay
+        )
+        return jax.jit(
+            step,
+            in_shardings=(self.state_shardings, self.batch_sharding),
+            out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
+            donate_argnums=0,
+        )
+
+    # --- data ---------------------------------------------------------------------------------
+    def training_data(self) -> np.ndarray:
+        key = derive_key(self.config.seed, "data")
+        return np.asarray(self.dataset_fn(key, self.config.data.num_train_examples))
+
+    def train_stream(self) -> ArrayStream:
+        return ArrayStream(
+            self.training_data(),
+            self.config.training.batch_size,
+            seed=self.config.seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+
+    def reference_data(self, num: int) -> np.ndarray:
+        """Fresh draws from the true distribution, independent of the training set."""
+        return np.asarray(self.dataset_fn(derive_key(self.config.seed, "reference_data"), num))
+
+    def global_batch(self, local_rows: np.ndarray) -> jax.Array:
+        return parallel.global_batch(local_rows, self.batch_sharding, self.config.training.batch_size)
+
+
+def build_experiment(config, devices=None) -> Experiment:
+    """Validate `config` and build its experiment; raises ConfigError naming what is wrong."""
+    for path in ("training.num_steps",):
+        _positive_int(config, path, allow_zero=True)
+    for path in ("training.batch_size", "training.log_every", "training.sync_every", "training.checkpoint_every",
+                 "training.keep_checkpoints", "data.num_train_examples", "sampling.num_samples",
+                 "evaluate.num_samples"):
+        _positive_int(config, path)
+    if config.model.output not in OUTPUT_KINDS:
+        raise ConfigError(f"model.output={config.model.output!r} is not known; valid choices: {', '.join(OUTPUT_KINDS)}")
+    if config.optimizer.decay not in SCHEDULES:
+        raise ConfigError(f"optimizer.decay={config.optimizer.decay!r} is not known; valid choices: {', '.join(SCHEDULES)}")
+    if not 0.0 <= config.training.ema_decay < 1.0:
+        raise ConfigError(f"training.ema_decay={config.training.ema_decay} must lie in [0, 1)")
+
+    dataset_fn = factory.build_dataset(config)
+    process = factory.build_process(config)
+    network = factory.build_network(config)
+    objective = factory.build_objective(config)
+    factory.build_sampler(config, config.sampling.sampler)
+    for name in evaluation_samplers(config):
+        factory.build_sampler(config, name)
+
+    try:
+        mesh = parallel.make_mesh(dict(config.mesh), devices)
+    except ValueError as error:
+        raise ConfigError(f"mesh: {error}") from None
+    data_axis = mesh.shape[parallel.DATA_AXIS]
+    if config.training.batch_size % data_axis:
+        raise ConfigError(
+            f"training.batch_size={config.training.batch_size} does not divide over the {data_axis} devices of the "
+            f"mesh's data axis; use a multiple of {data_axis}"
+        )
+    if config.training.batch_size % jax.process_count():
+        raise ConfigError(f"training.batch_size must divide over {jax.process_count()} processes")
+    if config.training.batch_size > config.data.num_train_examples:
+        raise ConfigError(
+            f"training.batch_size={config.training.batch_size} exceeds data.num_train_examples="
+            f"{config.data.num_train_examples}"
+        )
+
+    optimizer = make_optimizer(
+        learning_rate=config.optimizer.learning_rate,
+        warmup_steps=config.optimizer.warmup_steps,
+        total_steps=config.training.num_steps,
+        decay=config.optimizer.decay,
+        grad_clip_norm=config.optimizer.grad_clip_norm,
+        b1=config.optimizer.b1,
+        b2=config.optimizer.b2,
+        eps=config.optimizer.eps,
+        weight_decay=config.optimizer.weight_decay,
+    )
+    data_shape = tuple(jax.eval_shape(lambda k: dataset_fn(k, 1), jax.random.key(0)).shape[1:])
+    return Experiment(config, process, network, dataset_fn, objective, optimizer, mesh, data_shape)

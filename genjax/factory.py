@@ -1,0 +1,110 @@
+"""The one place that maps a config's names to constructors.
+
+Every name a config may use (dataset, process, network, objective, sampler) is a key of
+one of the tables below; `ConfigError` lists the valid choices when a name is unknown or a
+constructor is given an argument it does not take. Nothing else in the code base branches
+on these names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from typing import Any, Callable, Mapping
+
+from genjax.data import toy
+from genjax.nets.mlp import TimeConditionedMLP
+from genjax.objectives.score_matching import denoising_score_matching_loss
+from genjax.processes.vp import VPSDE
+from genjax.samplers.probability_flow import sample_probability_flow
+from genjax.samplers.reverse_sde import sample_reverse_sde
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the field and the valid choices."""
+
+
+# Each dataset: (key, num) -> [num, 2] float32, deterministic in the key.
+DATASETS: Mapping[str, Callable] = {
+    "checkerboard": toy.checkerboard,
+    "eight_gaussians": toy.eight_gaussians,
+    "two_moons": toy.two_moons,
+    "swiss_roll": toy.swiss_roll,
+    "concentric_rings": toy.concentric_rings,
+    "pinwheel": toy.pinwheel,
+    "two_spirals": toy.two_spirals,
+    "gaussian_mixture": toy.gaussian_mixture,
+}
+
+PROCESSES: Mapping[str, type] = {
+    "vp": VPSDE,
+}
+
+NETWORKS: Mapping[str, type] = {
+    "mlp": TimeConditionedMLP,
+}
+
+# Each objective: (score_fn, process, batch, key, **kwargs) -> scalar loss.
+OBJECTIVES: Mapping[str, Callable] = {
+    "dsm": denoising_score_matching_loss,
+}
+
+# Each sampler: (process, score_fn, key, num_samples, shape, **kwargs) -> SampleResult.
+SAMPLERS: Mapping[str, Callable] = {
+    "euler_maruyama": sample_reverse_sde,
+    "probability_flow": sample_probability_flow,
+}
+
+
+def lookup(table: Mapping[str, Any], name: str, field: str) -> Any:
+    if name not in table:
+        raise ConfigError(f"{field}={name!r} is not known; valid choices: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def _keyword_parameters(fn: Callable) -> set[str]:
+    """Names `fn` accepts as keywords (a dataclass's init fields; flax's parent/name excluded)."""
+    if dataclasses.is_dataclass(fn):
+        return {f.name for f in dataclasses.fields(fn) if f.init} - {"parent", "name"}
+    params = inspect.signature(fn).parameters.values()
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def check_kwargs(fn: Callable, kwargs: Mapping[str, Any], field: str, allowed_hidden: tuple = ()) -> dict:
+    """The kwargs as a dict, or ConfigError naming the first one `fn` does not accept."""
+    kwargs = dict(kwargs)
+    valid = _keyword_parameters(fn) - set(allowed_hidden)
+    unknown = sorted(set(kwargs) - valid)
+    if unknown:
+        raise ConfigError(f"{field} has unknown argument(s) {unknown}; valid: {', '.join(sorted(valid))}")
+    return kwargs
+
+
+def build_dataset(config) -> Callable:
+    return lookup(DATASETS, config.data.name, "data.name")
+
+
+def build_process(config):
+    cls = lookup(PROCESSES, config.process.name, "process.name")
+    return cls(**check_kwargs(cls, config.process.kwargs, "process.kwargs"))
+
+
+def build_network(config):
+    cls = lookup(NETWORKS, config.model.name, "model.name")
+    return cls(**check_kwargs(cls, config.model.kwargs, "model.kwargs"))
+
+
+def build_objective(config) -> Callable:
+    """(score_fn, process, batch, key) -> loss, with the config's options bound."""
+    fn = lookup(OBJECTIVES, config.objective.name, "objective.name")
+    kwargs = check_kwargs(fn, config.objective.kwargs, "objective.kwargs")
+    return functools.partial(fn, **kwargs)
+
+
+def build_sampler(config, name: str) -> Callable:
+    """(process, score_fn, key, num_samples, shape) -> SampleResult, options from
+    config.samplers.<name>."""
+    fn = lookup(SAMPLERS, name, "sampler")
+    options = config.samplers.get(name, {})
+    hidden = ("process", "score_fn", "key", "num_samples", "shape", "first_index")
+    return functools.partial(fn, **check_kwargs(fn, options, f"samplers.{name}", hidden))

@@ -1,0 +1,4 @@
+"""Training objectives: they combine a process and a model into a scalar loss."""
+from genjax.objectives.score_matching import denoising_score_matching_loss
+
+__all__ = ["denoising_score_matching_loss"]

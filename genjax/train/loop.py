@@ -1,0 +1,147 @@
+"""The training loop: data -> step -> logs/checkpoints, resuming from the latest checkpoint.
+
+    ---- restore or create the state (created directly with its shardings)
+    ---- for step in [start, num_steps): global batch -> jitted train_step
+    ----   every sync_every steps: block on the loss (short dispatch queue)
+    ----   every log_every steps: fetch metrics, check they are finite, log
+    ----   every checkpoint_every steps: check finite, save asynchronously
+    ---- final checkpoint; wait for the writes
+
+The loss and gradient norm of every step are checked to be finite before any checkpoint is
+written, so a diverged run stops with an error and the last good checkpoint stays the latest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from genjax import checkpoint
+from genjax.experiment import Experiment
+from genjax.train.logging import MetricsLogger, console
+from genjax.train.state import TrainState
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or gradient became non-finite; nothing after the last good step was saved."""
+
+
+def stream_meta(experiment: Experiment, next_step: int) -> dict:
+    """The data stream's identity and position, stored beside the state in each checkpoint."""
+    config = experiment.config
+    return {
+        "data": {"name": config.data.name, "num_train_examples": config.data.num_train_examples,
+                 "seed": config.seed, "global_batch_size": config.training.batch_size, "next_step": int(next_step)},
+    }
+
+
+def _check_resumable(experiment: Experiment, meta: dict, workdir: str) -> None:
+    saved = meta.get("data", {})
+    current = stream_meta(experiment, 0)["data"]
+    changed = [k for k in ("name", "num_train_examples", "seed", "global_batch_size") if saved.get(k) != current[k]]
+    if changed:
+        details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs config {current[k]!r}" for k in changed)
+        raise checkpoint.CheckpointError(
+            f"the checkpoint in {workdir!r} was trained on a different data stream ({details}); "
+            f"resume with the original config or use a new --workdir"
+        )
+
+
+class _PendingMetrics:
+    """Per-step metrics still on device since the last check, fetched in one transfer."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.values: list[dict] = []
+
+    def add(self, step: int, metrics: dict) -> None:
+        self.steps.append(step)
+        self.values.append(metrics)
+
+    def fetch_and_check(self, last_good_step: int | None) -> dict[str, np.ndarray]:
+        """Host copies stacked over steps; TrainingDivergedError at the first non-finite step."""
+        if not self.values:
+            return {}
+        fetched = jax.device_get(self.values)
+        stacked = {k: np.asarray([m[k] for m in fetched]) for k in fetched[0]}
+        bad = ~np.all([np.isfinite(v) for v in stacked.values()], axis=0)
+        if bad.any():
+            step = self.steps[int(np.argmax(bad))]
+            kept = "no checkpoint was written" if last_good_step is None else f"the latest checkpoint is step {last_good_step}"
+            raise TrainingDivergedError(
+                f"training diverged: non-finite loss or gradient at step {step}; {kept} and it is untouched. "
+                f"Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then rerun to resume."
+            )
+        self.steps, self.values = [], []
+        return stacked
+
+
+def train(experiment: Experiment, workdir: str) -> TrainState:
+    """Train to config.training.num_steps, resuming from the latest checkpoint in `workdir`."""
+    config = experiment.config
+    training = config.training
+    is_chief = jax.process_index() == 0
+    manager = checkpoint.open_manager(
+        workdir, max_to_keep=training.keep_checkpoints, save_interval_steps=training.checkpoint_every, create=True
+    )
+    latest = manager.latest_step()
+    if latest is None:
+        state = experiment.init_state()
+        console.info("initialised a new run in %s", workdir)
+    else:
+        state, meta, latest = checkpoint.restore(manager, experiment.abstract_state())
+        _check_resumable(experiment, meta, workdir)
+        console.info("resumed from checkpoint %d in %s", latest, workdir)
+    start = int(jax.device_get(state.step))
+    if start >= training.num_steps:
+        console.info("already trained to step %d (training.num_steps=%d); nothing to do", start, training.num_steps)
+        manager.close()
+        return state
+
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+    console.info("model: %d parameters; mesh %s; global batch %d", num_params, dict(experiment.mesh.shape),
+                 training.batch_size)
+    stream = experiment.train_stream()
+    step_fn = experiment.jitted_train_step()
+    logger = MetricsLogger(workdir, enabled=is_chief)
+    pending = _PendingMetrics()
+    last_saved = latest
+    interval_start, interval_first_step = time.perf_counter(), start
+    try:
+        for step in range(start, training.num_steps):
+            batch = experiment.global_batch(stream.local_batch(step))
+            state, metrics = step_fn(state, batch)
+            pending.add(step, metrics)
+            done = step + 1
+            if done % training.sync_every == 0:
+                metrics["loss"].block_until_ready()
+            is_log_step = done % training.log_every == 0 or done == training.num_steps
+            is_save_step = done % training.checkpoint_every == 0 or done == training.num_steps
+            if is_log_step or is_save_step:
+                fetched = pending.fetch_and_check(last_saved)
+                if is_log_step:
+                    now = time.perf_counter()
+                    rate = (done - interval_first_step) / (now - interval_start)
+                    means = {k: float(v.mean()) for k, v in fetched.items()}
+                    logger.write_scalars(done, {**means, "steps_per_second": rate})
+                    logger.log_progress(done, training.num_steps, means["loss"], rate)
+                    interval_start, interval_first_step = now, done
+                if is_save_step:
+                    checkpoint.save(manager, done, state, stream_meta(experiment, done), force=True)
+                    last_saved = done
+        manager.wait_until_finished()
+    finally:
+        logger.close()
+        manager.close()
+    return state
+
+
+def save_resolved_config(config, workdir: str) -> None:
+    """The run's full config, as JSON, beside the checkpoints."""
+    if jax.process_index() != 0:
+        return
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        f.write(json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True) + "\n")
