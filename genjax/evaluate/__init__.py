@@ -1,0 +1,1 @@
+"""Evaluation: two-sample distances for sample quality and figures of samples against data."""
