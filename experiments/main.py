@@ -24,7 +24,10 @@ import logging
 
 from absl import app, flags
 from absl import logging as absl_logging
+import ml_collections
 from ml_collections import config_flags
+
+from experiments.flag_errors import explain_config_error
 
 MODES = ("train", "sample", "evaluate")
 
@@ -44,10 +47,12 @@ def fail(message: str, status: int = 2) -> None:
 def parse_flags(argv: list[str]) -> list[str]:
     try:
         remaining = FLAGS(argv)
+        if FLAGS.config is not None and not isinstance(FLAGS.config, ml_collections.ConfigDict):
+            FLAGS.config.seed  # a file that failed to load holds its error until first use
     except flags.Error as error:
         fail(f"{error} (see --helpfull for the flags)".replace("\n", " "))
-    except Exception as error:  # a config file that fails to load raises from its own code
-        fail(f"could not load the config: {type(error).__name__}: {error}".replace("\n", " "))
+    except Exception as error:  # a config file that fails to load, or an unknown field
+        fail(explain_config_error(argv, error))
     if FLAGS.config is None:
         fail("--config is required, e.g. --config=configs/default.py")
     if not FLAGS.workdir:

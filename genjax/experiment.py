@@ -151,6 +151,7 @@ def build_experiment(config, devices=None) -> Experiment:
     process = factory.build_process(config)
     network = factory.build_network(config)
     objective = factory.build_objective(config)
+    factory.lookup(factory.SAMPLERS, config.sampling.sampler, "sampling.sampler")
     factory.build_sampler(config, config.sampling.sampler)
     for name in evaluation_samplers(config):
         factory.build_sampler(config, name)

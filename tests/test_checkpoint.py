@@ -1,0 +1,114 @@
+"""Checkpoints: exact round trip, bit-exact resume, restore onto another mesh, and the
+failure paths (corrupted files, divergence) that must leave saved work alone."""
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from genjax import checkpoint
+from genjax.experiment import build_experiment
+from genjax.train.loop import TrainingDivergedError, train
+from tests.tiny_config import tiny_config
+
+
+def assert_trees_equal(a, b):
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b)
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def checkpoint_steps(workdir):
+    return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+
+
+def restore_latest(experiment, workdir):
+    manager = checkpoint.open_manager(workdir, max_to_keep=3, save_interval_steps=1, create=False)
+    try:
+        return checkpoint.restore(manager, experiment.abstract_state())
+    finally:
+        manager.close()
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """20 steps in one go on 8 devices."""
+    workdir = str(tmp_path_factory.mktemp("straight"))
+    state = train(build_experiment(tiny_config(num_steps=20), jax.devices()[:8]), workdir)
+    return workdir, jax.device_get(state)
+
+
+def test_round_trip_is_exact(straight_run):
+    workdir, final = straight_run
+    experiment = build_experiment(tiny_config(num_steps=20), jax.devices()[:8])
+    state, meta, step = restore_latest(experiment, workdir)
+    assert step == 20 and int(state.step) == 20
+    assert meta["data"]["next_step"] == 20 and meta["data"]["name"] == "eight_gaussians"
+    assert_trees_equal(state, final)
+
+
+def test_resume_equals_straight_run_bit_for_bit(straight_run, tmp_path):
+    _, final = straight_run
+    workdir = str(tmp_path)
+    train(build_experiment(tiny_config(num_steps=10), jax.devices()[:8]), workdir)
+    assert checkpoint_steps(workdir) == [10]
+    resumed = train(build_experiment(tiny_config(num_steps=20), jax.devices()[:8]), workdir)
+    assert checkpoint_steps(workdir) == [10, 20]
+    assert_trees_equal(jax.device_get(resumed), final)
+
+
+def test_checkpoint_from_eight_devices_restores_on_one(straight_run):
+    workdir, final = straight_run
+    experiment = build_experiment(tiny_config(num_steps=20), jax.devices()[:1])
+    state, _, _ = restore_latest(experiment, workdir)
+    assert all(len(leaf.sharding.device_set) == 1 for leaf in jax.tree.leaves(state))
+    assert_trees_equal(state, final)
+
+
+def test_training_past_the_target_does_nothing(straight_run):
+    workdir, final = straight_run
+    before = checkpoint_steps(workdir)
+    state = train(build_experiment(tiny_config(num_steps=20), jax.devices()[:1]), workdir)
+    assert checkpoint_steps(workdir) == before
+    assert_trees_equal(jax.device_get(state), final)
+
+
+def test_corrupted_checkpoint_gives_a_clear_error(straight_run, tmp_path):
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(straight_run[0], workdir)
+    state_dir = os.path.join(workdir, "checkpoints", "20", "state")
+    for root, _, files in os.walk(state_dir):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"not a checkpoint")
+    experiment = build_experiment(tiny_config(num_steps=20), jax.devices()[:1])
+    with pytest.raises(checkpoint.CheckpointError, match="could not be restored.*previous one"):
+        restore_latest(experiment, workdir)
+
+
+def test_missing_checkpoint_directory_is_reported(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="train first"):
+        checkpoint.open_manager(str(tmp_path), max_to_keep=1, save_interval_steps=1, create=False)
+
+
+def test_divergence_stops_without_touching_saved_checkpoints(tmp_path):
+    workdir = str(tmp_path)
+    good = train(build_experiment(tiny_config(num_steps=10), jax.devices()[:1]), workdir)
+    config = tiny_config(num_steps=30)
+    config.optimizer.learning_rate = float("inf")
+    with pytest.raises(TrainingDivergedError, match="latest checkpoint is step 10"):
+        train(build_experiment(config, jax.devices()[:1]), workdir)
+    assert checkpoint_steps(workdir) == [10]
+    state, _, _ = restore_latest(build_experiment(tiny_config(num_steps=10), jax.devices()[:1]), workdir)
+    assert_trees_equal(state, jax.device_get(good))
+
+
+def test_resume_with_another_data_stream_is_refused(straight_run, tmp_path):
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(straight_run[0], workdir)
+    config = tiny_config(num_steps=30)
+    config.data.num_train_examples = 2048
+    with pytest.raises(checkpoint.CheckpointError, match="different data stream"):
+        train(build_experiment(config, jax.devices()[:1]), workdir)
