@@ -1,0 +1,147 @@
+"""The command line end to end: train, resume, sample and evaluate in fresh processes on
+different device counts; every kind of bad input gives one line and a non-zero exit."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.tiny_config import tiny_overrides
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(workdir, *args, devices=1, steps=20):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    command = [sys.executable, "-m", "experiments.main", "--config=configs/base.py", f"--workdir={workdir}",
+               *tiny_overrides(num_steps=steps), *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def checkpoint_steps(workdir):
+    return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+
+
+def snapshot(workdir):
+    """Every file under the checkpoints with its size and modification time."""
+    found = {}
+    for root, _, files in os.walk(os.path.join(workdir, "checkpoints")):
+        for name in files:
+            path = os.path.join(root, name)
+            found[path] = (os.path.getsize(path), os.path.getmtime(path))
+    return found
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """20 steps on 4 simulated devices, then the built-in sampling and evaluation."""
+    workdir = str(tmp_path_factory.mktemp("run"))
+    result = run_main(workdir, devices=4)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result
+
+
+def test_train_writes_checkpoints_logs_samples_and_evaluation(trained):
+    workdir, result = trained
+    assert checkpoint_steps(workdir) == [10, 20]
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["training"]["num_steps"] == 20 and config["data"]["name"] == "eight_gaussians"
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert [r["step"] for r in records] == [5, 10, 15, 20]
+    assert all(np.isfinite(r["loss"]) and r["steps_per_second"] > 0 for r in records)
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tensorboard")))
+    assert "step 20/20" in result.stdout and "steps/s" in result.stdout and "ETA" in result.stdout
+    evaluation = json.load(open(os.path.join(workdir, "eval", "step_20.json")))
+    for name in ("euler_maruyama", "probability_flow"):
+        entry = evaluation["samplers"][name]
+        assert entry["nfe_mean"] > 0 and np.isfinite(entry["swd"]) and np.isfinite(entry["mmd"])
+        saved = np.load(os.path.join(workdir, entry["samples"]))
+        assert saved["samples"].shape == (256, 2) and saved["nfe"].shape == (256,)
+        assert os.path.getsize(os.path.join(workdir, entry["figure"])) > 10_000
+    assert evaluation["samplers"]["euler_maruyama"]["nfe_mean"] == 21  # 20 steps + the denoising step
+
+
+def test_sample_in_a_fresh_process_on_another_device_count(trained):
+    workdir, _ = trained
+    trained_set = np.load(os.path.join(workdir, "samples", "step_20_euler_maruyama.npz"))["samples"]
+    os.remove(os.path.join(workdir, "samples", "step_20_euler_maruyama.npz"))
+    result = run_main(workdir, "--mode=sample", devices=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resampled = np.load(os.path.join(workdir, "samples", "step_20_euler_maruyama.npz"))["samples"]
+    # Same EMA weights and per-example keys: the same samples as right after training on 4 devices.
+    np.testing.assert_allclose(resampled, trained_set, rtol=1e-4, atol=1e-4)
+
+
+def test_evaluate_in_a_fresh_process(trained):
+    workdir, _ = trained
+    result = run_main(workdir, "--mode=evaluate", devices=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "prior vs data" in result.stdout and "probability_flow" in result.stdout
+
+
+def test_rerun_does_nothing_and_longer_target_resumes(trained):
+    workdir, _ = trained
+    before = snapshot(workdir)
+    result = run_main(workdir, "--config.evaluate.samplers=euler_maruyama", devices=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "already trained to step 20" in result.stdout
+    assert snapshot(workdir) == before
+    result = run_main(workdir, "--config.evaluate.samplers=euler_maruyama", devices=2, steps=30)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from checkpoint 20" in result.stdout
+    assert checkpoint_steps(workdir)[-1] == 30
+
+
+BAD_INPUTS = [
+    (["--config.training.not_a_field=1"], "training has no field 'not_a_field'; valid fields: batch_size"),
+    (["--config.training.num_steps=many"], "--config.training.num_steps=many"),
+    (["--config.data.name=mnist"], "data.name='mnist' is not known; valid choices: checkerboard"),
+    (["--config.process.name=ve"], "process.name='ve' is not known; valid choices: vp"),
+    (["--config.sampling.sampler=ddim"], "sampling.sampler='ddim' is not known; valid choices: euler_maruyama"),
+    (["--config.evaluate.samplers=euler_maruyama,heun"], "evaluate.samplers='heun' is not known"),
+    (["--config.model.kwargs.width=3"], "model.kwargs has no field 'width'"),
+    (["--config.training.batch_size=66"], "does not divide over the 4 devices"),
+    (["--mode=fit"], "value should be one of <train|sample|evaluate>"),
+    (["--config=configs/missing.py"], "no such file"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[a[0] for a, _ in BAD_INPUTS])
+def test_bad_input_gives_one_line_and_touches_no_checkpoint(trained, args, message):
+    workdir, _ = trained
+    before = snapshot(workdir)
+    result = run_main(workdir, *args, devices=4)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert message in lines[0], lines[0]
+    assert snapshot(workdir) == before
+
+
+def test_unwritable_workdir_is_reported(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = run_main(str(blocker / "run"))
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("error: --workdir=") and "cannot be written" in result.stderr
+
+
+def test_sampling_without_a_checkpoint_is_reported(tmp_path):
+    result = run_main(str(tmp_path), "--mode=sample")
+    assert result.returncode == 1
+    assert "no checkpoints" in result.stderr and "--mode=train" in result.stderr
+
+
+def test_diverging_run_exits_non_zero_and_keeps_the_checkpoint(trained, tmp_path):
+    import shutil
+
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(trained[0], workdir)
+    latest = checkpoint_steps(workdir)[-1]
+    before = snapshot(workdir)
+    result = run_main(workdir, "--config.optimizer.learning_rate=inf", devices=1, steps=latest + 20)
+    assert result.returncode == 1
+    assert "training diverged" in result.stderr and f"latest checkpoint is step {latest}" in result.stderr
+    assert snapshot(workdir) == before
