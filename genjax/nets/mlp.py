@@ -14,8 +14,11 @@ from genjax.nets.embeddings import GaussianFourierEmbedding, sinusoidal_embeddin
 
 
 class TimeConditionedMLP(nn.Module):
-    """Residual MLP: h = Dense(x) + Dense(emb(t)); num_layers blocks of
-    h <- h + Dense(act(Dense(act(h)) + Dense(emb))); out = Dense(act(h)) (zero-initialised).
+    """Residual MLP with the time features added in every block:
+
+        e = Dense(act(Dense(emb(t)))),   h = Dense(x) + e,
+        h <- h + Dense(act(Dense(act(h)) + Dense(act(e))))     (num_layers times),
+        out = Dense(act(h)), zero-initialised so an untrained model outputs 0.
 
     Attributes:
       hidden_dim: width of every hidden layer.
