@@ -35,7 +35,7 @@ def bare_steps_per_second(config, steps: int) -> float:
     experiment = build_experiment(config)
     step_fn = experiment.jitted_train_step()
     state = experiment.init_state()
-    batch = experiment.global_batch(experiment.train_stream().local_batch(0))
+    batch = experiment.global_batch(experiment.train_stream(), 0)
     state, metrics = step_fn(state, batch)  # compile
     metrics["loss"].block_until_ready()
     start = time.perf_counter()

@@ -127,6 +127,8 @@ def main(argv: list[str]) -> None:
             results = evaluate(experiment, state.ema_params, step, workdir)
             print(f"evaluation at step {step} ({results['num_samples']} samples, {results['dataset']}):")
             print(format_table(results), flush=True)
+    except ConfigError as error:
+        fail(str(error))
     except (checkpoint.CheckpointError, TrainingDivergedError) as error:
         fail(str(error), status=1)
 

@@ -21,7 +21,7 @@ from genjax.processes.views import OUTPUT_KINDS, score_fn_from_output
 from genjax.train import parallel
 from genjax.train.optimizer import SCHEDULES, make_optimizer
 from genjax.train.state import TrainState, create_train_state
-from genjax.train.step import train_step
+from genjax.train.step import train_step, train_steps
 
 # Independent streams of randomness, all derived from config.seed.
 KEY_PURPOSES = ("init", "train", "data", "sample", "reference_data", "metrics")
@@ -68,8 +68,8 @@ class Experiment:
 
         return score_fn_from_output(self.process, output, self.config.model.output)
 
-    def loss_fn(self, params, batch, key):
-        return self.objective(self.score_fn(params), self.process, batch, key)
+    def loss_fn(self, params, batch, example_keys):
+        return self.objective(self.score_fn(params), self.process, batch, example_keys)
 
     # --- state, shardings, step -------------------------------------------------------------
     def _init_state(self) -> TrainState:
@@ -80,8 +80,9 @@ class Experiment:
 
     @functools.cached_property
     def state_shardings(self):
+        """Shardings of every state leaf, from the config's rule applied to eval_shape(init)."""
         abstract = jax.eval_shape(self._init_state)
-        return parallel.shardings_from_rule(abstract, self.mesh)
+        return parallel.shardings_from_rule(abstract, self.mesh, factory.build_sharding_rule(self.config, self.mesh))
 
     def abstract_state(self):
         """ShapeDtypeStructs of the state with this mesh's shardings (a restore target)."""
@@ -94,21 +95,40 @@ class Experiment:
         """A fresh state, created directly with its shardings."""
         return jax.jit(self._init_state, out_shardings=self.state_shardings)()
 
+    @property
+    def steps_per_dispatch(self) -> int:
+        return self.config.training.steps_per_dispatch
+
     @functools.cached_property
     def batch_sharding(self):
-        return parallel.batch_sharding(self.mesh)
+        """Batch axis over data and fsdp; with several steps per dispatch the batches come
+        stacked [k, B, ...] and the leading axis stays whole."""
+        return parallel.batch_sharding(self.mesh, leading=int(self.steps_per_dispatch > 1))
+
+    @property
+    def global_batch_shape(self) -> tuple[int, ...]:
+        shape = (self.config.training.batch_size,) + self.data_shape
+        return ((self.steps_per_dispatch,) + shape) if self.steps_per_dispatch > 1 else shape
 
     def jitted_train_step(self):
-        """train_step jitted with explicit in/out shardings; the input state is donated."""
-        step = functools.partial(
-            train_step, loss_fn=self.loss_fn, optimizer=self.optimizer, ema_decay=self.config.training.ema_decay
+        """train_step (or train_steps over k stacked batches) jitted with explicit in/out
+        shardings; the input state is donated."""
+        options = dict(
+            loss_fn=self.loss_fn,
+            optimizer=self.optimizer,
+            ema_decay=self.config.training.ema_decay,
+            grad_accum_steps=self.config.training.grad_accum_steps,
         )
+        step = functools.partial(train_steps if self.steps_per_dispatch > 1 else train_step, **options)
         return jax.jit(
             step,
             in_shardings=(self.state_shardings, self.batch_sharding),
             out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
             donate_argnums=0,
         )
+
+    def abstract_batch(self) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(self.global_batch_shape, jnp.float32, sharding=self.batch_sharding)
 
     # --- data ---------------------------------------------------------------------------------
     def training_data(self) -> np.ndarray:
@@ -128,8 +148,13 @@ class Experiment:
         """Fresh draws from the true distribution, independent of the training set."""
         return np.asarray(self.dataset_fn(derive_key(self.config.seed, "reference_data"), num))
 
-    def global_batch(self, local_rows: np.ndarray) -> jax.Array:
-        return parallel.global_batch(local_rows, self.batch_sharding, self.config.training.batch_size)
+    def global_batch(self, stream: ArrayStream, step: int) -> jax.Array:
+        """The global batch (or k stacked batches) starting at `step`, from this process's rows."""
+        if self.steps_per_dispatch == 1:
+            local = stream.local_batch(step)
+        else:
+            local = np.stack([stream.local_batch(step + i) for i in range(self.steps_per_dispatch)])
+        return parallel.global_batch(local, self.batch_sharding, self.global_batch_shape)
 
 
 def build_experiment(config, devices=None) -> Experiment:
@@ -137,8 +162,8 @@ def build_experiment(config, devices=None) -> Experiment:
     for path in ("training.num_steps",):
         _positive_int(config, path, allow_zero=True)
     for path in ("training.batch_size", "training.log_every", "training.sync_every", "training.checkpoint_every",
-                 "training.keep_checkpoints", "data.num_train_examples", "sampling.num_samples",
-                 "evaluate.num_samples"):
+                 "training.keep_checkpoints", "training.grad_accum_steps", "training.steps_per_dispatch",
+                 "data.num_train_examples", "sampling.num_samples", "evaluate.num_samples", "mesh.num_slices"):
         _positive_int(config, path)
     if config.model.output not in OUTPUT_KINDS:
         raise ConfigError(f"model.output={config.model.output!r} is not known; valid choices: {', '.join(OUTPUT_KINDS)}")
@@ -156,15 +181,23 @@ def build_experiment(config, devices=None) -> Experiment:
     for name in evaluation_samplers(config):
         factory.build_sampler(config, name)
 
+    training = config.training
+    k = training.steps_per_dispatch
+    for path in ("num_steps", "log_every", "checkpoint_every", "sync_every"):
+        if training[path] % k:
+            raise ConfigError(f"training.{path}={training[path]} must be a multiple of training.steps_per_dispatch={k}")
+    axes = {name: size for name, size in config.mesh.items() if name != "num_slices"}
     try:
-        mesh = parallel.make_mesh(dict(config.mesh), devices)
+        mesh = parallel.make_mesh(axes, devices, num_slices=config.mesh.num_slices)
     except ValueError as error:
         raise ConfigError(f"mesh: {error}") from None
-    data_axis = mesh.shape[parallel.DATA_AXIS]
-    if config.training.batch_size % data_axis:
+    factory.build_sharding_rule(config, mesh)
+    parallel_size = parallel.data_parallel_size(mesh)
+    if training.batch_size % (parallel_size * training.grad_accum_steps):
+        accum = f" x {training.grad_accum_steps} micro-batches" if training.grad_accum_steps > 1 else ""
         raise ConfigError(
-            f"training.batch_size={config.training.batch_size} does not divide over the {data_axis} devices of the "
-            f"mesh's data axis; use a multiple of {data_axis}"
+            f"training.batch_size={training.batch_size} does not divide over the {parallel_size} devices of the "
+            f"mesh's data-parallel axes{accum}; use a multiple of {parallel_size * training.grad_accum_steps}"
         )
     if config.training.batch_size % jax.process_count():
         raise ConfigError(f"training.batch_size must divide over {jax.process_count()} processes")

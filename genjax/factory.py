@@ -18,6 +18,7 @@ from genjax.objectives.score_matching import denoising_score_matching_loss
 from genjax.processes.vp import VPSDE
 from genjax.samplers.probability_flow import sample_probability_flow
 from genjax.samplers.reverse_sde import sample_reverse_sde
+from genjax.train import parallel
 
 
 class ConfigError(ValueError):
@@ -44,7 +45,7 @@ NETWORKS: Mapping[str, type] = {
     "mlp": TimeConditionedMLP,
 }
 
-# Each objective: (score_fn, process, batch, key, **kwargs) -> scalar loss.
+# Each objective: (score_fn, process, batch, example_keys, **kwargs) -> scalar loss.
 OBJECTIVES: Mapping[str, Callable] = {
     "dsm": denoising_score_matching_loss,
 }
@@ -53,6 +54,12 @@ OBJECTIVES: Mapping[str, Callable] = {
 SAMPLERS: Mapping[str, Callable] = {
     "euler_maruyama": sample_reverse_sde,
     "probability_flow": sample_probability_flow,
+}
+
+# Each rule: (mesh, min_size) -> ((path, abstract leaf) -> PartitionSpec).
+SHARDING_RULES: Mapping[str, Callable] = {
+    "replicated": parallel.replicate_all,
+    "fsdp": parallel.fsdp_largest_dim,
 }
 
 
@@ -95,10 +102,15 @@ def build_network(config):
 
 
 def build_objective(config) -> Callable:
-    """(score_fn, process, batch, key) -> loss, with the config's options bound."""
+    """(score_fn, process, batch, example_keys) -> loss, with the config's options bound."""
     fn = lookup(OBJECTIVES, config.objective.name, "objective.name")
     kwargs = check_kwargs(fn, config.objective.kwargs, "objective.kwargs")
     return functools.partial(fn, **kwargs)
+
+
+def build_sharding_rule(config, mesh):
+    rule = lookup(SHARDING_RULES, config.sharding.params, "sharding.params")
+    return rule(mesh, config.sharding.fsdp_min_size)
 
 
 def build_sampler(config, name: str) -> Callable:

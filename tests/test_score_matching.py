@@ -36,8 +36,9 @@ def loss_differences():
     def difference(key):
         key_data, key_loss = jax.random.split(key)
         x0 = GAUSSIAN.sample(key_data, 20_000)
-        base = denoising_score_matching_loss(exact, PROCESS, x0, key_loss)
-        shifted = denoising_score_matching_loss(lambda x, t: exact(x, t) + delta, PROCESS, x0, key_loss)
+        keys = jax.random.split(key_loss, 20_000)
+        base = denoising_score_matching_loss(exact, PROCESS, x0, keys)
+        shifted = denoising_score_matching_loss(lambda x, t: exact(x, t) + delta, PROCESS, x0, keys)
         return base, shifted - base
 
     out = [difference(jax.random.key(i)) for i in range(24)]
@@ -69,7 +70,7 @@ def test_exact_score_loss_is_the_irreducible_minimum(loss_differences):
 def test_dsm_sum_reduction_is_dimension_times_mean():
     x0 = GAUSSIAN.sample(jax.random.key(0), 512)
     score = perturbed_score_fn(GAUSSIAN, PROCESS)
-    key = jax.random.key(1)
+    key = jax.random.split(jax.random.key(1), 512)
     mean = denoising_score_matching_loss(score, PROCESS, x0, key, reduce="mean")
     total = denoising_score_matching_loss(score, PROCESS, x0, key, reduce="sum")
     np.testing.assert_allclose(total, 2 * mean, rtol=1e-6)
@@ -86,7 +87,7 @@ def test_training_drives_the_loss_down():
     state = experiment.init_state()
     losses = []
     for i in range(300):
-        state, metrics = step(state, experiment.global_batch(stream.local_batch(i)))
+        state, metrics = step(state, experiment.global_batch(stream, i))
         losses.append(metrics["loss"])
         if i % 10 == 0:
             metrics["loss"].block_until_ready()

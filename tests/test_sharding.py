@@ -1,5 +1,6 @@
-"""The train step on a mesh of 8 simulated devices: intended shardings in and out, and the
-same loss trajectory as on one device."""
+"""The train step on meshes of simulated CPU devices: intended shardings in and out (pure
+data parallelism and FSDP, two mesh shapes), the same loss trajectory as on one device, and
+gradient accumulation / several steps per dispatch equal to the plain step."""
 import jax
 import numpy as np
 import pytest
@@ -13,64 +14,144 @@ from tests.tiny_config import tiny_config
 NUM_STEPS = 6
 
 
-def run_steps(num_devices: int):
-    experiment = build_experiment(tiny_config(), jax.devices()[:num_devices])
+def fsdp_config(data, fsdp, **training):
+    config = tiny_config(**training)
+    config.mesh.data, config.mesh.fsdp = data, fsdp
+    config.sharding.params = "fsdp"
+    config.sharding.fsdp_min_size = 256
+    return config
+
+
+def run_steps(config, num_devices: int, num_steps: int = NUM_STEPS):
+    experiment = build_experiment(config, jax.devices()[:num_devices])
     step = experiment.jitted_train_step()
     stream = experiment.train_stream()
     state = experiment.init_state()
     losses, batches = [], []
-    for i in range(NUM_STEPS):
-        batch = experiment.global_batch(stream.local_batch(i))
+    k = experiment.steps_per_dispatch
+    for i in range(0, num_steps, k):
+        batch = experiment.global_batch(stream, i)
         batches.append(batch)
         state, metrics = step(state, batch)
-        losses.append(float(metrics["loss"]))
+        losses.extend(np.atleast_1d(jax.device_get(metrics["loss"])).tolist())
     return experiment, state, metrics, batches, np.array(losses)
 
 
 @pytest.fixture(scope="module")
-def one_and_eight():
+def reference():
     assert len(jax.devices()) >= 8, "tests/conftest.py should provide 8 simulated CPU devices"
-    return run_steps(1), run_steps(8)
+    return run_steps(tiny_config(), 1)
 
 
-def test_batch_is_split_over_the_data_axis(one_and_eight):
-    _, (experiment, _, _, batches, _) = one_and_eight
-    batch = batches[0]
-    assert experiment.mesh.shape == {"data": 8}
-    assert batch.sharding == NamedSharding(experiment.mesh, P("data"))
-    shards = batch.addressable_shards
+@pytest.fixture(scope="module")
+def data_parallel_8():
+    return run_steps(tiny_config(), 8)
+
+
+def test_batch_is_split_over_the_data_parallel_axes(data_parallel_8):
+    experiment, _, _, batches, _ = data_parallel_8
+    assert dict(experiment.mesh.shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert batches[0].sharding == NamedSharding(experiment.mesh, P(("data", "fsdp")))
+    shards = batches[0].addressable_shards
     assert len(shards) == 8 and all(s.data.shape == (64 // 8, 2) for s in shards)
 
 
-def test_state_in_and_out_has_the_rule_shardings(one_and_eight):
-    _, (experiment, state, metrics, _, _) = one_and_eight
+def test_data_parallel_state_is_replicated_in_and_out(data_parallel_8):
+    experiment, state, metrics, _, _ = data_parallel_8
     replicated = NamedSharding(experiment.mesh, P())
-    for leaf in jax.tree.leaves(state):
-        assert leaf.sharding.is_equivalent_to(replicated, leaf.ndim)
-        assert len(leaf.sharding.device_set) == 8
     for leaf in jax.tree.leaves(experiment.state_shardings):
         assert leaf == replicated
+    for leaf in jax.tree.leaves(state):
+        assert leaf.sharding.is_equivalent_to(replicated, leaf.ndim) and len(leaf.sharding.device_set) == 8
     assert metrics["loss"].sharding.is_equivalent_to(replicated, 0)
 
 
-def test_loss_trajectory_matches_one_device(one_and_eight):
-    (_, state_1, _, _, losses_1), (_, state_8, _, _, losses_8) = one_and_eight
+def test_data_parallel_loss_trajectory_matches_one_device(reference, data_parallel_8):
+    _, state_1, _, _, losses_1 = reference
+    _, state_8, _, _, losses_8 = data_parallel_8
     np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(state_1.params), jax.tree.leaves(state_8.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
     assert losses_1[0] != losses_1[-1]  # the trajectory moves, so the comparison means something
 
 
+def named_specs(experiment, tree_name="params"):
+    """{'/'-joined path: PartitionSpec} for the named subtree of the state's shardings."""
+    subtree = getattr(experiment.state_shardings, tree_name)
+    return {
+        "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path): sharding.spec
+        for path, sharding in jax.tree_util.tree_leaves_with_path(subtree)
+    }
+
+
+@pytest.mark.parametrize("data, fsdp", [(1, 8), (2, 4)])
+def test_fsdp_partition_specs_of_named_parameters(data, fsdp):
+    experiment = build_experiment(fsdp_config(data, fsdp), jax.devices()[:8])
+    assert dict(experiment.mesh.shape) == {"data": data, "fsdp": fsdp, "tensor": 1}
+    specs = named_specs(experiment)
+    # The 32x32 hidden kernels (1024 >= 256 elements): split on their first (largest, tied) axis.
+    assert specs["params/Dense_3/kernel"] == P("fsdp", None)
+    # Input kernel [2, 32] (64 elements) and every bias stay replicated.
+    assert specs["params/Dense_2/kernel"] == P()
+    assert specs["params/Dense_3/bias"] == P()
+    # Adam's moments follow their parameters.
+    mu = experiment.state_shardings.opt_state[1][0].mu["params"]["Dense_3"]["kernel"]
+    assert mu.spec == P("fsdp", None)
+    assert experiment.state_shardings.step.spec == P()
+
+
+def test_fsdp_state_is_created_sharded_and_matches_one_device(reference):
+    _, state_1, _, _, losses_1 = reference
+    experiment, state, _, batches, losses = run_steps(fsdp_config(2, 4), 8)
+    kernel = state.params["params"]["Dense_3"]["kernel"]
+    assert kernel.sharding.spec == P("fsdp", None)
+    assert {s.data.shape for s in kernel.addressable_shards} == {(32 // 4, 32)}
+    assert batches[0].sharding.spec == P(("data", "fsdp"))
+    np.testing.assert_allclose(losses, losses_1, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(state_1.params), jax.tree.leaves(state.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_accumulation_equals_the_plain_step(reference):
+    _, state_1, _, _, losses_1 = reference
+    _, state, _, _, losses = run_steps(tiny_config(grad_accum_steps=4), 2)
+    np.testing.assert_allclose(losses, losses_1, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(state_1.params), jax.tree.leaves(state.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_several_steps_per_dispatch_equal_the_plain_steps(reference):
+    _, state_1, _, _, losses_1 = reference
+    config = tiny_config(steps_per_dispatch=3, num_steps=NUM_STEPS, log_every=3, sync_every=3, checkpoint_every=3)
+    experiment, state, _, batches, losses = run_steps(config, 4)
+    assert batches[0].shape == (3, 64, 2) and batches[0].sharding.spec == P(None, ("data", "fsdp"))
+    assert len(losses) == NUM_STEPS and int(state.step) == NUM_STEPS
+    np.testing.assert_allclose(losses, losses_1, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(state_1.params), jax.tree.leaves(state.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
 def test_mesh_shape_resolution():
-    assert parallel.resolve_mesh_shape({"data": -1}, 8) == {"data": 8}
-    assert parallel.resolve_mesh_shape({"data": 4}, 4) == {"data": 4}
+    assert parallel.resolve_mesh_shape({"data": -1}, 8) == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert parallel.resolve_mesh_shape({"data": 2, "fsdp": -1}, 8) == {"data": 2, "fsdp": 4, "tensor": 1}
     with pytest.raises(ValueError, match="needs 4 devices"):
         parallel.resolve_mesh_shape({"data": 4}, 8)
     with pytest.raises(ValueError, match="valid axes"):
         parallel.resolve_mesh_shape({"model": 2}, 8)
+    with pytest.raises(ValueError, match="at most one"):
+        parallel.resolve_mesh_shape({"data": -1, "fsdp": -1}, 8)
+
+
+def test_hybrid_mesh_needs_slices_or_one_process_per_slice():
+    # One process of CPU devices has no slices; the multi-process test builds a real one.
+    with pytest.raises(ValueError, match="one process per slice"):
+        parallel.make_mesh({"data": 4, "fsdp": 2}, jax.devices()[:8], num_slices=2)
+    with pytest.raises(ValueError, match="multiple of num_slices"):
+        parallel.make_mesh({"data": 1, "fsdp": 8}, jax.devices()[:8], num_slices=2)
 
 
 def test_batch_that_does_not_divide_the_devices_is_rejected():
-    config = tiny_config(batch_size=60)
     with pytest.raises(ConfigError, match="multiple of 8"):
-        build_experiment(config, jax.devices()[:8])
+        build_experiment(tiny_config(batch_size=60), jax.devices()[:8])
+    with pytest.raises(ConfigError, match="8 devices .* x 16 micro-batches; use a multiple of 128"):
+        build_experiment(tiny_config(grad_accum_steps=16), jax.devices()[:8])

@@ -24,15 +24,20 @@ def denoising_score_matching_loss(
     score_fn: PerExampleFn,
     process,
     x0: jax.Array,
-    key: jax.Array,
+    keys: jax.Array,
     *,
     weighting: str = "sigma_squared",
     reduce: str = "mean",
 ) -> jax.Array:
-    """Monte Carlo estimate of the DSM loss on a batch x0 [B, ...]; one t and one eps per example.
+    """Monte Carlo estimate of the DSM loss on a batch x0 [B, ...].
+
+    Example i draws its time and noise from keys[i] alone, so the estimate for an example
+    does not depend on which other examples share its batch (gradient accumulation and
+    sharding leave it unchanged).
 
     Args:
       score_fn: per-example model (x, t) -> score.
+      keys: [B] per-example keys.
       reduce: "mean" averages the squared error over data dimensions, "sum" adds it up
         (score_sde's reduce_mean=False); the batch is always averaged.
     """
@@ -40,16 +45,15 @@ def denoising_score_matching_loss(
         raise ValueError(f"unknown DSM weighting {weighting!r}; choose one of {WEIGHTINGS}")
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduce!r}; choose one of {REDUCTIONS}")
-    key_t, key_noise = jax.random.split(key)
-    batch = x0.shape[0]
-    t = jax.random.uniform(key_t, (batch,), minval=process.t_min_train, maxval=process.t_max)
-    noise = jax.random.normal(key_noise, x0.shape, x0.dtype)
-    x_t = jax.vmap(process.perturb)(x0, t, noise)
-    score = jax.vmap(score_fn)(x_t, t)
-    _, sigma = process.marginal_coefficients(t)
-    sigma = sigma.reshape((batch,) + (1,) * (x0.ndim - 1))
-    residual = sigma * score + noise  # sqrt(lambda) (s_theta - grad log p_0t) with lambda = sigma^2
-    per_example = jnp.sum(residual**2, axis=tuple(range(1, x0.ndim)))
-    if reduce == "mean":
-        per_example = per_example / (x0.size // batch)
-    return jnp.mean(per_example)
+
+    def per_example(x, key):
+        key_t, key_noise = jax.random.split(key)
+        t = jax.random.uniform(key_t, (), minval=process.t_min_train, maxval=process.t_max)
+        noise = jax.random.normal(key_noise, x.shape, x.dtype)
+        _, sigma = process.marginal_coefficients(t)
+        # sqrt(lambda) (s_theta - grad log p_0t) with lambda = sigma^2 and grad log p_0t = -noise / sigma.
+        residual = sigma * score_fn(process.perturb(x, t, noise), t) + noise
+        squared = jnp.sum(residual**2)
+        return squared / x.size if reduce == "mean" else squared
+
+    return jnp.mean(jax.vmap(per_example)(x0, keys))

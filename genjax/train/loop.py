@@ -21,6 +21,7 @@ import numpy as np
 
 from genjax import checkpoint
 from genjax.experiment import Experiment
+from genjax.factory import ConfigError
 from genjax.train.logging import MetricsLogger, console
 from genjax.train.state import TrainState
 
@@ -51,31 +52,34 @@ def _check_resumable(experiment: Experiment, meta: dict, workdir: str) -> None:
 
 
 class _PendingMetrics:
-    """Per-step metrics still on device since the last check, fetched in one transfer."""
+    """Metrics still on device since the last check, fetched in one transfer. Each entry is
+    one dispatch: scalars for one step, or arrays [k] for k steps in one dispatch."""
 
     def __init__(self):
-        self.steps: list[int] = []
+        self.first_steps: list[int] = []
         self.values: list[dict] = []
 
-    def add(self, step: int, metrics: dict) -> None:
-        self.steps.append(step)
+    def add(self, first_step: int, metrics: dict) -> None:
+        self.first_steps.append(first_step)
         self.values.append(metrics)
 
     def fetch_and_check(self, last_good_step: int | None) -> dict[str, np.ndarray]:
-        """Host copies stacked over steps; TrainingDivergedError at the first non-finite step."""
+        """Host copies concatenated over steps; TrainingDivergedError at the first non-finite step."""
         if not self.values:
             return {}
         fetched = jax.device_get(self.values)
-        stacked = {k: np.asarray([m[k] for m in fetched]) for k in fetched[0]}
+        stacked = {k: np.concatenate([np.atleast_1d(m[k]) for m in fetched]) for k in fetched[0]}
+        per_dispatch = len(np.atleast_1d(fetched[0]["loss"]))
+        steps = np.concatenate([first + np.arange(per_dispatch) for first in self.first_steps])
         bad = ~np.all([np.isfinite(v) for v in stacked.values()], axis=0)
         if bad.any():
-            step = self.steps[int(np.argmax(bad))]
+            step = int(steps[int(np.argmax(bad))]) + 1
             kept = "no checkpoint was written" if last_good_step is None else f"the latest checkpoint is step {last_good_step}"
             raise TrainingDivergedError(
                 f"training diverged: non-finite loss or gradient at step {step}; {kept} and it is untouched. "
                 f"Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then rerun to resume."
             )
-        self.steps, self.values = [], []
+        self.first_steps, self.values = [], []
         return stacked
 
 
@@ -111,11 +115,16 @@ def train(experiment: Experiment, workdir: str) -> TrainState:
     last_saved = latest
     interval_start, interval_first_step = time.perf_counter(), start
     try:
-        for step in range(start, training.num_steps):
-            batch = experiment.global_batch(stream.local_batch(step))
-            state, metrics = step_fn(state, batch)
+        k = experiment.steps_per_dispatch
+        if (training.num_steps - start) % k:
+            raise ConfigError(
+                f"{training.num_steps - start} steps remain from step {start}, not a multiple of "
+                f"training.steps_per_dispatch={k}; pick num_steps so that they are"
+            )
+        for step in range(start, training.num_steps, k):
+            state, metrics = step_fn(state, experiment.global_batch(stream, step))
             pending.add(step, metrics)
-            done = step + 1
+            done = step + k
             if done % training.sync_every == 0:
                 metrics["loss"].block_until_ready()
             is_log_step = done % training.log_every == 0 or done == training.num_steps

@@ -2,8 +2,16 @@
 
 The same code runs on one CPU, on simulated CPU devices and on a multi-host mesh: the
 mesh comes from the config, parameters get their sharding from a rule, the batch is split
-over the `data` axis, and every process contributes only its own rows of a global batch
-(`jax.make_array_from_process_local_data`).
+over the data-parallel axes (`data` and `fsdp`), and every process contributes only its
+own rows of a global batch (`jax.make_array_from_process_local_data`).
+
+Mesh axes:
+  data    pure data parallelism: parameters replicated along it.
+  fsdp    fully-sharded data parallelism (ZeRO-3; Rajbhandari et al. 2020): the batch is
+          split along it too, and large parameters (and their optimizer moments) are split
+          along it; XLA all-gathers them for the forward/backward pass.
+  tensor  reserved for tensor (model) parallelism; no rule maps parameters onto it yet,
+          so a size above 1 only replicates work.
 """
 from __future__ import annotations
 
@@ -12,14 +20,16 @@ from typing import Callable, Mapping
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-DATA_AXIS = "data"
-MESH_AXES = (DATA_AXIS,)
+DATA_AXIS, FSDP_AXIS, TENSOR_AXIS = "data", "fsdp", "tensor"
+MESH_AXES = (DATA_AXIS, FSDP_AXIS, TENSOR_AXIS)
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 
 def resolve_mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> dict[str, int]:
-    """Sizes for MESH_AXES; at most one may be -1 ("the rest of the devices").
+    """Sizes for MESH_AXES (missing axes are 1); at most one may be -1 ("the rest").
 
     Raises ValueError with the reason when the sizes do not multiply to `num_devices`.
     """
@@ -42,18 +52,45 @@ def resolve_mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> dict[
     return sizes
 
 
-def make_mesh(axis_sizes: Mapping[str, int], devices=None) -> Mesh:
-    """A mesh over `devices` (default: all devices of all processes) with Auto axis types."""
+def make_mesh(axis_sizes: Mapping[str, int], devices=None, num_slices: int = 1) -> Mesh:
+    """A mesh over `devices` (default: all devices of all processes) with Auto axis types.
+
+    With num_slices > 1 (multi-slice TPU, or GPU nodes joined by a slower network) the
+    `data` axis spans the slices over the data-centre network (DCN) and every other axis
+    stays inside a slice (ICI), via `mesh_utils.create_hybrid_device_mesh`; gradients then
+    cross the slow links once per step, as pure data parallelism needs.
+    """
     devices = list(jax.devices() if devices is None else devices)
     sizes = resolve_mesh_shape(axis_sizes, len(devices))
     shape = tuple(sizes[name] for name in MESH_AXES)
-    device_array = np.asarray(devices).reshape(shape)
+    if num_slices > 1:
+        if sizes[DATA_AXIS] % num_slices:
+            raise ValueError(f"mesh axis data={sizes[DATA_AXIS]} must be a multiple of num_slices={num_slices}")
+        # TPU slices are told apart by `slice_index`; elsewhere each process is one slice (a node).
+        by_process = not hasattr(devices[0], "slice_index")
+        num_processes = len({d.process_index for d in devices})
+        if by_process and num_processes != num_slices:
+            raise ValueError(
+                f"num_slices={num_slices} needs TPU slices or one process per slice, but these devices "
+                f"belong to {num_processes} process(es)"
+            )
+        per_slice = (sizes[DATA_AXIS] // num_slices,) + shape[1:]
+        dcn = (num_slices,) + (1,) * (len(shape) - 1)
+        device_array = mesh_utils.create_hybrid_device_mesh(per_slice, dcn, devices, process_is_granule=by_process)
+    elif devices[0].platform == "cpu":
+        device_array = np.asarray(devices).reshape(shape)
+    else:  # topology-aware order of accelerator devices
+        device_array = mesh_utils.create_device_mesh(shape, devices)
     return Mesh(device_array, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over `data`; other axes replicated."""
-    return NamedSharding(mesh, P(DATA_AXIS))
+def batch_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:
+    """The batch axis (after `leading` unsplit axes) split over data and fsdp."""
+    return NamedSharding(mesh, P(*([None] * leading), BATCH_AXES))
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    return math.prod(mesh.shape[name] for name in BATCH_AXES)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -64,18 +101,38 @@ def replicated(mesh: Mesh) -> NamedSharding:
 ShardingRule = Callable[[tuple, jax.ShapeDtypeStruct], P]
 
 
-def replicate_all(path, leaf) -> P:
+def replicate_all(mesh: Mesh, min_size: int = 0) -> ShardingRule:
     """Every parameter on every device (pure data parallelism)."""
-    del path, leaf
-    return P()
+    del mesh, min_size
+    return lambda path, leaf: P()
 
 
-def shardings_from_rule(abstract_tree, mesh: Mesh, rule: ShardingRule = replicate_all):
+def fsdp_largest_dim(mesh: Mesh, min_size: int = 1 << 14) -> ShardingRule:
+    """FSDP: a leaf with at least `min_size` elements is split along `fsdp` on its largest
+    dimension that the axis size divides; smaller leaves (biases, norms, scalars, keys)
+    stay replicated. Shape-based, so Adam's moments get the same sharding as their
+    parameter."""
+    axis_size = mesh.shape[FSDP_AXIS]
+
+    def rule(path, leaf) -> P:
+        del path
+        if axis_size == 1 or leaf.ndim == 0 or math.prod(leaf.shape) < min_size:
+            return P()
+        for dim in sorted(range(leaf.ndim), key=lambda d: -leaf.shape[d]):
+            if leaf.shape[dim] % axis_size == 0:
+                spec = [None] * leaf.ndim
+                spec[dim] = FSDP_AXIS
+                return P(*spec)
+        return P()
+
+    return rule
+
+
+def shardings_from_rule(abstract_tree, mesh: Mesh, rule: ShardingRule):
     """NamedShardings for every leaf of an abstract tree (e.g. from `jax.eval_shape`)."""
     return jax.tree_util.tree_map_with_path(lambda path, leaf: NamedSharding(mesh, rule(path, leaf)), abstract_tree)
 
 
-def global_batch(local_rows: np.ndarray, sharding: NamedSharding, global_batch_size: int) -> jax.Array:
+def global_batch(local_rows: np.ndarray, sharding: NamedSharding, global_shape: tuple[int, ...]) -> jax.Array:
     """Assemble a global array from this process's rows of the batch."""
-    global_shape = (global_batch_size,) + tuple(local_rows.shape[1:])
     return jax.make_array_from_process_local_data(sharding, local_rows, global_shape)

@@ -1,19 +1,51 @@
-"""The pure train step: (state, batch) -> (state, metrics).
+"""The pure train step: (state, batch) -> (state, metrics), and its variants.
 
-The step's randomness is fold_in(state.rng, state.step): it depends on nothing but the
-state, so a resumed run repeats a straight run exactly and the step needs no key argument.
+Randomness: the step's key is fold_in(state.rng, state.step), and example i of the global
+batch draws its noise from fold_in(step key, i). The step therefore needs no key argument,
+a resumed run repeats a straight run exactly, and splitting the batch into micro-batches
+(gradient accumulation) draws exactly the same noise for every example.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from genjax.train.state import TrainState, ema_update
 
-# loss_fn(params, batch, key) -> scalar
+# loss_fn(params, batch [B, ...], example_keys [B]) -> scalar mean over the batch
 LossFn = Callable[[object, jax.Array, jax.Array], jax.Array]
+
+
+def example_keys(step_key: jax.Array, batch_size: int) -> jax.Array:
+    """Key of example i: fold_in(step_key, i)."""
+    return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(jnp.arange(batch_size))
+
+
+def _loss_and_grads(loss_fn: LossFn, params, batch, keys, grad_accum_steps: int):
+    """Mean loss and its gradient over the batch, in `grad_accum_steps` micro-batches.
+
+    Micro-batch a holds examples a, a + A, a + 2A, ... (A = grad_accum_steps), so every
+    device's rows contribute equally to every micro-batch and no data moves between devices.
+    Equal-size micro-batches make the average of their mean losses the full batch's mean.
+    """
+    if grad_accum_steps == 1:
+        return jax.value_and_grad(loss_fn)(params, batch, keys)
+    batch_size = batch.shape[0]
+
+    def split(x):
+        return jnp.swapaxes(x.reshape((batch_size // grad_accum_steps, grad_accum_steps) + x.shape[1:]), 0, 1)
+
+    def accumulate(carry, micro):
+        loss_sum, grad_sum = carry
+        loss, grads = jax.value_and_grad(loss_fn)(params, *micro)
+        return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+
+    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    (loss_sum, grad_sum), _ = jax.lax.scan(accumulate, zeros, (split(batch), split(keys)))
+    return loss_sum / grad_accum_steps, jax.tree.map(lambda g: g / grad_accum_steps, grad_sum)
 
 
 def train_step(
@@ -23,10 +55,12 @@ def train_step(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
     ema_decay: float,
+    grad_accum_steps: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer update on the global batch, plus the EMA of the parameters."""
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    keys = example_keys(step_key, batch.shape[0])
+    loss, grads = _loss_and_grads(loss_fn, state.params, batch, keys, grad_accum_steps)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
@@ -37,3 +71,9 @@ def train_step(
     )
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
     return new_state, metrics
+
+
+def train_steps(state: TrainState, batches: jax.Array, **step_options) -> tuple[TrainState, dict[str, jax.Array]]:
+    """k consecutive train steps in one dispatch (`lax.scan` over batches [k, B, ...]);
+    metrics come back stacked [k]. Same result as k calls of `train_step`."""
+    return jax.lax.scan(lambda s, b: train_step(s, b, **step_options), state, batches)
