@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint==0.12.8",
     "diffrax==0.7.2",
     "equinox==0.13.8",
+    "lineax==0.1.1",
     "ml-collections==1.1.0",
     "tensorflow-datasets==4.9.10",
     "array-record==0.8.6",

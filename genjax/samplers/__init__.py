@@ -1,0 +1,36 @@
+"""Samplers: from prior draws to data with a score model (reverse SDE, probability flow).
+
+A score model is a per-example function score_fn(x, t) -> grad_x log p_t(x); samplers vmap
+it. Every sampler returns a `SampleResult` and gives example i of a sample set the key
+fold_in(key, i), so sample sets do not depend on batching (see `prior`).
+
+References:
+  B. D. O. Anderson, "Reverse-time diffusion equation models", Stochastic Processes and
+    their Applications 12(3), 1982.
+  Y. Song, J. Sohl-Dickstein, D. P. Kingma, A. Kumar, S. Ermon, B. Poole, "Score-Based
+    Generative Modeling through Stochastic Differential Equations", ICLR 2021 (eqs. 6, 13).
+  P. Kidger, "On Neural Differential Equations", DPhil thesis, University of Oxford, 2021
+    (and the diffrax library).
+"""
+from genjax.samplers.prior import example_keys, noise_key, prior_key, sample_prior
+from genjax.samplers.probability_flow import (
+    SOLVERS,
+    evaluations_per_solve,
+    sample_probability_flow,
+    solve_probability_flow,
+)
+from genjax.samplers.result import SampleResult
+from genjax.samplers.reverse_sde import sample_reverse_sde
+
+__all__ = [
+    "SOLVERS",
+    "SampleResult",
+    "evaluations_per_solve",
+    "example_keys",
+    "noise_key",
+    "prior_key",
+    "sample_prior",
+    "sample_probability_flow",
+    "sample_reverse_sde",
+    "solve_probability_flow",
+]
