@@ -9,6 +9,13 @@ train: trains to config.training.num_steps (resuming from DIR's latest checkpoin
 sample: loads DIR's latest checkpoint and writes config.sampling.num_samples samples
        (samples/step_<N>_<sampler>.npz, with per-example NFE) and a picture.
 evaluate: loads it and writes eval/step_<N>.json (sample quality per sampler, baselines).
+compile: lowers and compiles the train step for the configured mesh (simulated devices
+       work: XLA_FLAGS=--xla_force_host_platform_device_count=8) and prints per-device
+       memory and FLOPs, to check that a config fits before paying for the hardware.
+
+Multi-process: --coordinator_address=HOST:PORT --num_processes=N --process_id=I on every
+process (launch/local_multiprocess.sh does this), or --distributed alone where JAX detects
+the cluster (TPU pods, SLURM).
 
 Any config field can be overridden: --config.training.num_steps=200. Bad input ends with
 one line on stderr saying what is wrong, exit status 2 (usage) or 1 (run failed), and no
@@ -29,11 +36,17 @@ from ml_collections import config_flags
 
 from experiments.flag_errors import explain_config_error
 
-MODES = ("train", "sample", "evaluate")
+MODES = ("train", "sample", "evaluate", "compile")
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, samples, evaluations.")
-flags.DEFINE_enum("mode", "train", MODES, "What to do.")
+flags.DEFINE_enum("mode", "train", MODES, "What to do (compile: lower and compile the train step for the "
+                  "configured mesh and print its memory and FLOPs; writes nothing).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize, detecting the cluster from the "
+                  "environment (Cloud TPU VM, SLURM, Open MPI, Kubernetes) unless the three flags below are given.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (explicit multi-process start-up).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (explicit multi-process start-up).")
+flags.DEFINE_integer("process_id", None, "This process's index (explicit multi-process start-up).")
 FLAGS = flags.FLAGS
 
 
@@ -55,7 +68,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(explain_config_error(argv, error))
     if FLAGS.config is None:
         fail("--config is required, e.g. --config=configs/default.py")
-    if not FLAGS.workdir:
+    if not FLAGS.workdir and FLAGS.mode != "compile":
         fail("--workdir is required: the run directory to create or resume")
     return remaining
 
@@ -89,10 +102,21 @@ def main(argv: list[str]) -> None:
 
     from genjax import checkpoint
     from genjax.evaluate.evaluator import evaluate, format_table
-    from genjax.evaluate.sampling import draw, write_sample_set
+    from genjax.evaluate.sampling import SamplingError, draw, write_sample_set
+    from genjax.train.compile_report import compile_report, format_compile_report
+    from genjax.train.distributed import initialize
+    from genjax.train.preemption import Preempted
     from genjax.experiment import build_experiment
     from genjax.factory import ConfigError
     from genjax.train.loop import TrainingDivergedError, save_resolved_config, train
+
+    try:
+        initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    except ValueError as error:
+        fail(str(error))
+    console = logging.getLogger("genjax")
+    if jax.process_index() != 0:
+        console.setLevel(logging.WARNING)  # progress and results from process 0 only
 
     config, workdir = FLAGS.config, FLAGS.workdir
     try:
@@ -101,10 +125,13 @@ def main(argv: list[str]) -> None:
         fail(str(error))
     if FLAGS.mode == "train":
         ensure_writable(workdir)
-    elif not os.path.isdir(workdir):
+    elif FLAGS.mode != "compile" and not os.path.isdir(workdir):
         fail(f"--workdir={workdir!r} does not exist; train first with --mode=train")
 
     try:
+        if FLAGS.mode == "compile":
+            print(format_compile_report(compile_report(experiment)), flush=True)
+            return
         if FLAGS.mode == "train":
             save_resolved_config(config, workdir)
             state = train(experiment, workdir)
@@ -115,23 +142,25 @@ def main(argv: list[str]) -> None:
             state, _, _ = checkpoint.restore(manager, experiment.abstract_state())
             manager.close()
         step = int(jax.device_get(state.step))
-        if jax.process_index() != 0:
-            return
         if FLAGS.mode == "sample":
             name = config.sampling.sampler
             drawn = draw(experiment, state.ema_params, name, config.sampling.num_samples)
-            npz, png = write_sample_set(workdir, step, name, drawn, experiment.reference_data(config.sampling.num_samples))
-            logging.getLogger("genjax").info("%d samples (%s, mean NFE %.1f) in %s and %s", len(drawn["samples"]), name,
-                         drawn["nfe"].mean(), npz, png)
+            if jax.process_index() == 0:
+                reference = experiment.reference_data(config.sampling.num_samples)
+                npz, png = write_sample_set(workdir, step, name, drawn, reference)
+                console.info("%d samples (%s, mean NFE %.1f) in %s and %s", len(drawn["samples"]), name,
+                             drawn["nfe"].mean(), npz, png)
         else:
             results = evaluate(experiment, state.ema_params, step, workdir)
-            print(f"evaluation at step {step} ({results['num_samples']} samples, {results['dataset']}):")
-            print(format_table(results), flush=True)
+            if results is not None:
+                print(f"evaluation at step {step} ({results['num_samples']} samples, {results['dataset']}):")
+                print(format_table(results), flush=True)
+    except Preempted as stop:
+        console.info("%s", stop)
     except ConfigError as error:
         fail(str(error))
-    except (checkpoint.CheckpointError, TrainingDivergedError) as error:
+    except (checkpoint.CheckpointError, TrainingDivergedError, SamplingError) as error:
         fail(str(error), status=1)
-
 
 if __name__ == "__main__":
     app.run(main, flags_parser=parse_flags)

@@ -103,7 +103,7 @@ BAD_INPUTS = [
     (["--config.evaluate.samplers=euler_maruyama,heun"], "evaluate.samplers='heun' is not known"),
     (["--config.model.kwargs.width=3"], "model.kwargs has no field 'width'"),
     (["--config.training.batch_size=66"], "does not divide over the 4 devices"),
-    (["--mode=fit"], "value should be one of <train|sample|evaluate>"),
+    (["--mode=fit"], "value should be one of <train|sample|evaluate|compile>"),
     (["--config=configs/missing.py"], "no such file"),
 ]
 

@@ -18,10 +18,16 @@ from genjax.evaluate.two_sample import sample_quality
 from genjax.experiment import Experiment, derive_key, evaluation_samplers
 
 
-def evaluate(experiment: Experiment, params, step: int, workdir: str) -> dict:
-    """Metrics of every sampler in config.evaluate.samplers; writes `eval/step_<N>.json`."""
+def evaluate(experiment: Experiment, params, step: int, workdir: str) -> dict | None:
+    """Metrics of every sampler in config.evaluate.samplers; writes `eval/step_<N>.json`.
+
+    Every process draws its share of the samples; process 0 scores them, writes the files
+    and returns the results (other processes return None)."""
     config = experiment.config
     num = config.evaluate.num_samples
+    drawn_by_sampler = {name: draw(experiment, params, name, num) for name in evaluation_samplers(config)}
+    if jax.process_index() != 0:
+        return None
     reference = experiment.reference_data(2 * num)
     reference, second_reference = reference[:num], reference[num:]
     metrics_key = derive_key(config.seed, "metrics")
@@ -31,8 +37,7 @@ def evaluate(experiment: Experiment, params, step: int, workdir: str) -> dict:
                "baselines": {"data_vs_data": sample_quality(metrics_key, second_reference, reference),
                              "prior_vs_data": sample_quality(metrics_key, prior, reference)},
                "samplers": {}}
-    for name in evaluation_samplers(config):
-        drawn = draw(experiment, params, name, num)
+    for name, drawn in drawn_by_sampler.items():
         npz_path, png_path = write_sample_set(workdir, step, name, drawn, reference)
         quality = sample_quality(metrics_key, drawn["samples"], reference)
         results["samplers"][name] = {

@@ -1,40 +1,60 @@
-"""Draw sample sets from a trained model (EMA weights) and write them with a picture."""
+"""Draw sample sets from a trained model (EMA weights) on the mesh, and write them.
+
+The sample set is split over the mesh's data-parallel axes with `shard_map`: each device
+solves its own examples (per-example `vmap` inside the sampler), so adaptive step control
+stays local to a device and no collective runs inside the solve. Example i always uses the
+key fold_in(sample key, i) (`first_index` of each device's slice), so a sample set does not
+depend on the batch size, the number of devices or the number of processes. Samples are
+then gathered to every process; process 0 writes them.
+"""
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import PartitionSpec as P
 
 from genjax import factory
 from genjax.evaluate.plots import save_samples_figure
 from genjax.experiment import Experiment, derive_key
+from genjax.train.parallel import BATCH_AXES, data_parallel_size
 
 
-def local_copy(params):
-    """The parameters on this process's first device: sample sets are drawn there."""
-    return jax.device_put(params, jax.local_devices()[0])
+class SamplingError(RuntimeError):
+    """A solver gave up on some examples; the message says which option to raise."""
 
 
 def draw(experiment: Experiment, params, sampler_name: str, num_samples: int) -> dict:
-    """num_samples draws with the named sampler; returns samples, per-example NFE and time.
-
-    Sample i uses fold_in(sample key, i), so a sample set does not depend on how it is split.
-    """
+    """num_samples draws with the named sampler; returns host arrays of samples and
+    per-example NFE, and the wall time. Every process must call it (it runs on the mesh)."""
     sampler = factory.build_sampler(experiment.config, sampler_name)
-    process, shape = experiment.process, experiment.data_shape
+    if "throw" in inspect.signature(sampler.func).parameters:
+        sampler = functools.partial(sampler, throw=False)  # failures are reported below, not raised on device
+    process, shape, mesh = experiment.process, experiment.data_shape, experiment.mesh
+    per_device = -(-num_samples // data_parallel_size(mesh))
 
-    @jax.jit
-    def run(params, key):
-        return sampler(process, experiment.score_fn(params), key, num_samples, shape)
+    def draw_local(params, key):
+        first = jax.lax.axis_index(BATCH_AXES) * per_device
+        result = sampler(process, experiment.score_fn(params), key, per_device, shape, first_index=first)
+        return result.samples, result.nfe, result.successful
 
-    key = derive_key(experiment.config.seed, "sample")
+    run = jax.jit(jax.shard_map(draw_local, mesh=mesh, in_specs=(P(), P()), out_specs=P(BATCH_AXES),
+                                check_vma=False))
     start = time.perf_counter()
-    result = jax.block_until_ready(run(local_copy(params), key))
+    outputs = jax.block_until_ready(run(params, derive_key(experiment.config.seed, "sample")))
     seconds = time.perf_counter() - start
-    nfe = np.asarray(result.nfe)
-    return {"samples": np.asarray(result.samples), "nfe": nfe, "seconds": seconds}
+    samples, nfe, successful = (np.asarray(x)[:num_samples] for x in multihost_utils.process_allgather(outputs, tiled=True))
+    if not successful.all():
+        raise SamplingError(
+            f"{sampler_name}: the solver failed on {int((~successful).sum())} of {num_samples} samples "
+            f"(step budget exhausted); raise samplers.{sampler_name}.max_steps or loosen its tolerances"
+        )
+    return {"samples": samples, "nfe": nfe, "seconds": seconds}
 
 
 def write_sample_set(workdir: str, step: int, sampler_name: str, drawn: dict, reference: np.ndarray) -> tuple[str, str]:

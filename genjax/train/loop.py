@@ -5,6 +5,7 @@
     ----   every sync_every steps: block on the loss (short dispatch queue)
     ----   every log_every steps: fetch metrics, check they are finite, log
     ----   every checkpoint_every steps: check finite, save asynchronously
+    ---- on a preemption signal: save this step, wait, raise Preempted
     ---- final checkpoint; wait for the writes
 
 The loss and gradient norm of every step are checked to be finite before any checkpoint is
@@ -23,6 +24,7 @@ from genjax import checkpoint
 from genjax.experiment import Experiment
 from genjax.factory import ConfigError
 from genjax.train.logging import MetricsLogger, console
+from genjax.train.preemption import Preempted, PreemptionWatcher
 from genjax.train.state import TrainState
 
 
@@ -112,6 +114,7 @@ def train(experiment: Experiment, workdir: str) -> TrainState:
     step_fn = experiment.jitted_train_step()
     logger = MetricsLogger(workdir, enabled=is_chief)
     pending = _PendingMetrics()
+    since_log: list[dict[str, np.ndarray]] = []  # checked metrics not yet logged
     last_saved = latest
     interval_start, interval_first_step = time.perf_counter(), start
     try:
@@ -121,26 +124,33 @@ def train(experiment: Experiment, workdir: str) -> TrainState:
                 f"{training.num_steps - start} steps remain from step {start}, not a multiple of "
                 f"training.steps_per_dispatch={k}; pick num_steps so that they are"
             )
-        for step in range(start, training.num_steps, k):
-            state, metrics = step_fn(state, experiment.global_batch(stream, step))
-            pending.add(step, metrics)
-            done = step + k
-            if done % training.sync_every == 0:
-                metrics["loss"].block_until_ready()
-            is_log_step = done % training.log_every == 0 or done == training.num_steps
-            is_save_step = done % training.checkpoint_every == 0 or done == training.num_steps
-            if is_log_step or is_save_step:
-                fetched = pending.fetch_and_check(last_saved)
-                if is_log_step:
-                    now = time.perf_counter()
-                    rate = (done - interval_first_step) / (now - interval_start)
-                    means = {k: float(v.mean()) for k, v in fetched.items()}
-                    logger.write_scalars(done, {**means, "steps_per_second": rate})
-                    logger.log_progress(done, training.num_steps, means["loss"], rate)
-                    interval_start, interval_first_step = now, done
-                if is_save_step:
-                    checkpoint.save(manager, done, state, stream_meta(experiment, done), force=True)
-                    last_saved = done
+        with PreemptionWatcher() as preemption:
+            for step in range(start, training.num_steps, k):
+                state, metrics = step_fn(state, experiment.global_batch(stream, step))
+                pending.add(step, metrics)
+                done = step + k
+                if done % training.sync_every == 0:
+                    jax.block_until_ready(metrics["loss"])
+                preempted = preemption.requested(done)
+                is_log_step = done % training.log_every == 0 or done == training.num_steps
+                is_save_step = done % training.checkpoint_every == 0 or done == training.num_steps or preempted
+                if is_log_step or is_save_step:
+                    since_log.append(pending.fetch_and_check(last_saved))
+                    if is_log_step:
+                        now = time.perf_counter()
+                        rate = (done - interval_first_step) / (now - interval_start)
+                        means = {name: float(np.concatenate([f[name] for f in since_log]).mean())
+                                 for name in since_log[0]}
+                        since_log = []
+                        logger.write_scalars(done, {**means, "steps_per_second": rate})
+                        logger.log_progress(done, training.num_steps, means["loss"], rate)
+                        interval_start, interval_first_step = now, done
+                    if is_save_step:
+                        checkpoint.save(manager, done, state, stream_meta(experiment, done), force=True)
+                        last_saved = done
+                if preempted:
+                    manager.wait_until_finished()
+                    raise Preempted(done)
         manager.wait_until_finished()
     finally:
         logger.close()
