@@ -1,0 +1,95 @@
+"""Two processes on localhost (2 simulated CPU devices each) train like one process with
+4 devices, write one checkpoint between them, sample on the joint mesh, and hand the run
+to a single process that continues it exactly as a single-process run would."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.tiny_config import tiny_overrides
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMON = ["--config.training.log_every=1", "--config.evaluate.samplers=euler_maruyama"]
+
+
+def environment(devices_per_process):
+    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+                JAX_PLATFORMS="cpu", PYTHON=sys.executable)
+
+
+def run_single(workdir, steps, devices=4):
+    command = [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", "--config=configs/base.py", *tiny_overrides(num_steps=steps), *COMMON]
+    # SIGKILL on time-out: a stuck collective ignores gentler signals.
+    result = subprocess.run(["timeout", "-s", "KILL", "300", *command], cwd=ROOT, env=environment(devices),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def run_two_processes(workdir, steps):
+    command = ["bash", "launch/local_multiprocess.sh", "2", f"--workdir={workdir}",
+               "--config=configs/base.py", *tiny_overrides(num_steps=steps), *COMMON]
+    result = subprocess.run(["timeout", "-s", "KILL", "300", *command], cwd=ROOT, env=environment(2),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
+    return result
+
+
+def losses(workdir):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    single = str(tmp_path_factory.mktemp("single"))
+    multi = str(tmp_path_factory.mktemp("multi"))
+    run_single(single, steps=30)
+    result = run_two_processes(multi, steps=20)
+    return single, multi, result
+
+
+def test_two_processes_follow_the_single_process_loss_trajectory(runs):
+    single, multi, _ = runs
+    one, two = losses(single), losses(multi)
+    assert sorted(two) == list(range(1, 21))
+    np.testing.assert_allclose([two[s] for s in range(1, 21)], [one[s] for s in range(1, 21)], rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_write_one_checkpoint_and_gather_samples(runs):
+    _, multi, result = runs
+    assert sorted(int(d) for d in os.listdir(os.path.join(multi, "checkpoints")) if d.isdigit()) == [10, 20]
+    samples = np.load(os.path.join(multi, "samples", "step_20_euler_maruyama.npz"))
+    assert samples["samples"].shape == (256, 2) and np.isfinite(samples["samples"]).all()
+    # Progress lines come from process 0 only.
+    assert result.stdout.count("step 20/20") == 1
+
+
+def test_samples_do_not_depend_on_the_process_count(runs):
+    """The 2-process run's samples (4 devices) equal a 1-device resample of its checkpoint."""
+    _, multi, _ = runs
+    resample_dir = multi + "_resample"
+    shutil.copytree(multi, resample_dir)
+    os.remove(os.path.join(resample_dir, "samples", "step_20_euler_maruyama.npz"))
+    command = [sys.executable, "-m", "experiments.main", f"--workdir={resample_dir}", "--mode=sample",
+               "--config=configs/base.py", *tiny_overrides(num_steps=20), *COMMON]
+    result = subprocess.run(["timeout", "-s", "KILL", "300", *command], cwd=ROOT, env=environment(1),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = np.load(os.path.join(multi, "samples", "step_20_euler_maruyama.npz"))["samples"]
+    b = np.load(os.path.join(resample_dir, "samples", "step_20_euler_maruyama.npz"))["samples"]
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_two_process_checkpoint_resumes_in_one_process_like_the_single_run(runs):
+    single, multi, _ = runs
+    resumed = multi + "_resumed"
+    shutil.copytree(multi, resumed)
+    result = run_single(resumed, steps=30, devices=4)
+    assert "resumed from checkpoint 20" in result.stdout
+    one, continued = losses(single), losses(resumed)
+    np.testing.assert_allclose([continued[s] for s in range(21, 31)], [one[s] for s in range(21, 31)],
+                               rtol=1e-5, atol=1e-6)
