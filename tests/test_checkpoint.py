@@ -112,3 +112,17 @@ def test_resume_with_another_data_stream_is_refused(straight_run, tmp_path):
     config.data.num_train_examples = 2048
     with pytest.raises(checkpoint.CheckpointError, match="different data stream"):
         train(build_experiment(config, jax.devices()[:1]), workdir)
+
+
+def test_checkpoint_from_eight_devices_continues_identically_on_four_and_one(straight_run, tmp_path):
+    """Resuming on 4 or 1 devices gives the same next steps as resuming on the original 8."""
+    finals = {}
+    for devices in (8, 4, 1):
+        workdir = str(tmp_path / f"resume_on_{devices}")
+        shutil.copytree(straight_run[0], workdir)
+        state = train(build_experiment(tiny_config(num_steps=30), jax.devices()[:devices]), workdir)
+        assert int(state.step) == 30
+        finals[devices] = jax.device_get(state.params)
+    for devices in (4, 1):
+        for a, b in zip(jax.tree.leaves(finals[8]), jax.tree.leaves(finals[devices])):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -145,3 +145,31 @@ def test_diverging_run_exits_non_zero_and_keeps_the_checkpoint(trained, tmp_path
     assert result.returncode == 1
     assert "training diverged" in result.stderr and f"latest checkpoint is step {latest}" in result.stderr
     assert snapshot(workdir) == before
+
+
+def test_sigterm_saves_a_checkpoint_and_the_next_start_resumes(tmp_path):
+    import signal
+    import time
+
+    workdir = str(tmp_path)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    command = [sys.executable, "-m", "experiments.main", "--config=configs/base.py", f"--workdir={workdir}",
+               *tiny_overrides(num_steps=1_000_000, checkpoint_every=1_000_000)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 3):
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    assert "preempted: checkpoint saved at step" in stdout
+    saved = checkpoint_steps(workdir)
+    assert len(saved) == 1 and saved[0] >= 15
+    result = run_main(workdir, "--config.evaluate.samplers=euler_maruyama", steps=saved[0] + 5)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from checkpoint {saved[0]}" in result.stdout
+    assert checkpoint_steps(workdir)[-1] == saved[0] + 5
