@@ -12,6 +12,13 @@ References:
   P. Kidger, "On Neural Differential Equations", DPhil thesis, University of Oxford, 2021
     (and the diffrax library).
 """
+from genjax.samplers.likelihood import (
+    DIVERGENCES,
+    PROBES,
+    LikelihoodResult,
+    draw_probes,
+    log_likelihood,
+)
 from genjax.samplers.prior import example_keys, noise_key, prior_key, sample_prior
 from genjax.samplers.probability_flow import (
     SOLVERS,
@@ -23,10 +30,15 @@ from genjax.samplers.result import SampleResult
 from genjax.samplers.reverse_sde import sample_reverse_sde
 
 __all__ = [
+    "DIVERGENCES",
+    "LikelihoodResult",
+    "PROBES",
     "SOLVERS",
     "SampleResult",
+    "draw_probes",
     "evaluations_per_solve",
     "example_keys",
+    "log_likelihood",
     "noise_key",
     "prior_key",
     "sample_prior",
