@@ -75,4 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.evaluate = ml_collections.ConfigDict()
     config.evaluate.samplers = "euler_maruyama,probability_flow"  # comma-separated
     config.evaluate.num_samples = 10_000
+    config.evaluate.nll_num_points = 2_000  # held-out points for the probability-flow NLL; 0 skips it
+    config.evaluate.likelihood = ml_collections.ConfigDict(
+        {"divergence": "exact", "probe": "rademacher", "num_probes": 1, "solver": "tsit5",
+         "rtol": 1e-5, "atol": 1e-5, "max_steps": 4096}
+    )
     return config

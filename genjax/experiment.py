@@ -18,6 +18,7 @@ from genjax import factory
 from genjax.data.stream import ArrayStream
 from genjax.factory import ConfigError
 from genjax.processes.views import OUTPUT_KINDS, score_fn_from_output
+from genjax.samplers.likelihood import log_likelihood
 from genjax.train import parallel
 from genjax.train.optimizer import SCHEDULES, make_optimizer
 from genjax.train.state import TrainState, create_train_state
@@ -180,6 +181,9 @@ def build_experiment(config, devices=None) -> Experiment:
     factory.build_sampler(config, config.sampling.sampler)
     for name in evaluation_samplers(config):
         factory.build_sampler(config, name)
+    factory.check_kwargs(log_likelihood, config.evaluate.likelihood, "evaluate.likelihood",
+                         ("process", "score_fn", "x", "key", "first_index", "throw", "terminal_log_prob"))
+    _positive_int(config, "evaluate.nll_num_points", allow_zero=True)
 
     training = config.training
     k = training.steps_per_dispatch
