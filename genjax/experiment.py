@@ -160,7 +160,7 @@ class Experiment:
 
 def build_experiment(config, devices=None) -> Experiment:
     """Validate `config` and build its experiment; raises ConfigError naming what is wrong."""
-    for path in ("training.num_steps",):
+    for path in ("training.num_steps", "evaluate.nll_num_points"):
         _positive_int(config, path, allow_zero=True)
     for path in ("training.batch_size", "training.log_every", "training.sync_every", "training.checkpoint_every",
                  "training.keep_checkpoints", "training.grad_accum_steps", "training.steps_per_dispatch",
@@ -183,7 +183,6 @@ def build_experiment(config, devices=None) -> Experiment:
         factory.build_sampler(config, name)
     factory.check_kwargs(log_likelihood, config.evaluate.likelihood, "evaluate.likelihood",
                          ("process", "score_fn", "x", "key", "first_index", "throw", "terminal_log_prob"))
-    _positive_int(config, "evaluate.nll_num_points", allow_zero=True)
 
     training = config.training
     k = training.steps_per_dispatch
@@ -203,24 +202,14 @@ def build_experiment(config, devices=None) -> Experiment:
             f"training.batch_size={training.batch_size} does not divide over the {parallel_size} devices of the "
             f"mesh's data-parallel axes{accum}; use a multiple of {parallel_size * training.grad_accum_steps}"
         )
-    if config.training.batch_size % jax.process_count():
+    if training.batch_size % jax.process_count():
         raise ConfigError(f"training.batch_size must divide over {jax.process_count()} processes")
-    if config.training.batch_size > config.data.num_train_examples:
+    if training.batch_size > config.data.num_train_examples:
         raise ConfigError(
-            f"training.batch_size={config.training.batch_size} exceeds data.num_train_examples="
-            f"{config.data.num_train_examples}"
+            f"training.batch_size={training.batch_size} exceeds data.num_train_examples={config.data.num_train_examples}"
         )
 
-    optimizer = make_optimizer(
-        learning_rate=config.optimizer.learning_rate,
-        warmup_steps=config.optimizer.warmup_steps,
-        total_steps=config.training.num_steps,
-        decay=config.optimizer.decay,
-        grad_clip_norm=config.optimizer.grad_clip_norm,
-        b1=config.optimizer.b1,
-        b2=config.optimizer.b2,
-        eps=config.optimizer.eps,
-        weight_decay=config.optimizer.weight_decay,
-    )
+    optimizer = make_optimizer(total_steps=training.num_steps, **factory.check_kwargs(
+        make_optimizer, config.optimizer, "optimizer", ("total_steps",)))
     data_shape = tuple(jax.eval_shape(lambda k: dataset_fn(k, 1), jax.random.key(0)).shape[1:])
     return Experiment(config, process, network, dataset_fn, objective, optimizer, mesh, data_shape)
