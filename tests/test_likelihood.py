@@ -42,6 +42,7 @@ from genjax.evaluate.bits_per_dim import (
 )
 from genjax.processes import VPSDE
 from genjax.samplers import LikelihoodResult, draw_probes, log_likelihood
+from tests.counting import counting
 
 PROCESS = VPSDE()
 T_EPS = PROCESS.t_min_sample
@@ -234,19 +235,6 @@ def test_image_shaped_examples():
 
 
 # --- NFE, failures, arguments ----------------------------------------------------------------
-
-
-def counting(score_fn):
-    count = [0]
-
-    def bump():
-        count[0] += 1
-
-    def counted(x, t):
-        jax.debug.callback(bump)
-        return score_fn(x, t)
-
-    return counted, count
 
 
 @pytest.mark.parametrize("divergence", ["exact", "hutchinson"])

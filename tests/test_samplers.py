@@ -42,6 +42,7 @@ from genjax.samplers import (
     sample_reverse_sde,
     solve_probability_flow,
 )
+from tests.counting import counting
 
 Z = 4.5
 NUM_SAMPLES = 4000
@@ -310,20 +311,6 @@ def test_prior_draws_follow_keys():
 
 
 # --- NFE -------------------------------------------------------------------------------------
-
-
-def counting(score_fn):
-    """score_fn with a host-side counter of its evaluations (for an un-batched solve)."""
-    count = [0]
-
-    def bump():
-        count[0] += 1
-
-    def counted(x, t):
-        jax.debug.callback(bump)
-        return score_fn(x, t)
-
-    return counted, count
 
 
 def test_reverse_sde_nfe_is_exact():
