@@ -75,7 +75,7 @@ def test_dsm_sum_reduction_is_dimension_times_mean():
     total = denoising_score_matching_loss(score, PROCESS, x0, key, reduce="sum")
     np.testing.assert_allclose(total, 2 * mean, rtol=1e-6)
     with pytest.raises(ValueError, match="valid|choose"):
-        denoising_score_matching_loss(score, PROCESS, x0, key, weighting="likelihood")
+        denoising_score_matching_loss(score, PROCESS, x0, key, weighting="not_a_weighting")
 
 
 def test_training_drives_the_loss_down():

@@ -73,6 +73,12 @@ class DiffusionProcess(abc.ABC):
     def prior_log_prob(self, z: jax.Array) -> jax.Array:
         """log p_T(z) for a single example z (sums over all of z's axes)."""
 
+    # --- training-time distribution ---------------------------------------------------------
+    def sample_training_time(self, key: jax.Array) -> jax.Array:
+        """One scalar training time t. Default: t ~ U(t_min_train, t_max); a process with a
+        preferred noise-level distribution (EDM's log-normal sigma) overrides this."""
+        return jax.random.uniform(key, (), minval=self.t_min_train, maxval=self.t_max)
+
     # --- the reverse-time dynamics, given a score --------------------------------------------
     def reverse_drift(self, x: jax.Array, t: jax.Array, score: jax.Array) -> jax.Array:
         """Drift of the reverse-time SDE, f - g^2 score (Anderson 1982; Song et al. eq. 6)."""

@@ -5,6 +5,14 @@ For a Gaussian kernel x_t = alpha(t) x_0 + sigma(t) eps, a model of p_t can be r
     score        s(x, t)   = grad_x log p_t(x)
     noise        eps(x, t) = -sigma(t) s(x, t)                 (Ho et al. 2020; Song et al. 2021)
     denoised     D(x, t)   = (x + sigma(t)^2 s(x, t)) / alpha(t)  (Tweedie's formula; Karras et al. 2022)
+    velocity     v(x, t)   = f(x, t) - g(t)^2 s(x, t) / 2      (probability flow; Song et al. 2021, eq. 13)
+
+The denoised view is E[x_0 | x_t], in the units of the data. For a scaled process
+(Karras et al. 2022, Table 1) with alpha(t) = s(t) and sigma(t) = s(t) sigma_tilde(t),
+x_hat = x / s(t) is the data plus noise of level sigma_tilde, and EDM's denoiser
+D(x_hat; sigma_tilde) is this same D: the formulas above hold unchanged with the process's
+(alpha, sigma), and give grad_x log p_t(x) = (D - x_hat) / (s sigma_tilde^2)
+(`sigma_tilde_from_coefficients` gives sigma_tilde = sigma / alpha).
 
 Samplers and likelihood code ask for a score function and call these conversions; they
 hold no per-process special cases. The network's raw output is turned into a score by
@@ -35,6 +43,30 @@ def denoised_from_score(x: jax.Array, score: jax.Array, alpha: jax.Array, sigma:
 
 def score_from_denoised(x: jax.Array, denoised: jax.Array, alpha: jax.Array, sigma: jax.Array) -> jax.Array:
     return (alpha * denoised - x) / sigma**2
+
+
+def sigma_tilde_from_coefficients(alpha: jax.Array, sigma: jax.Array) -> jax.Array:
+    """The EDM noise level sigma_tilde = sigma / alpha of x_hat = x / alpha (Karras et al. 2022)."""
+    return sigma / alpha
+
+
+def velocity_from_score(process, x: jax.Array, t: jax.Array, score: jax.Array) -> jax.Array:
+    """Probability-flow velocity v = f(x, t) - g(t)^2 score / 2 (Song et al. 2021, eq. 13)."""
+    return process.drift(x, t) - 0.5 * process.diffusion(t) ** 2 * score
+
+
+def score_from_velocity(process, x: jax.Array, t: jax.Array, velocity: jax.Array) -> jax.Array:
+    """Inverse of `velocity_from_score`: score = 2 (f(x, t) - v) / g(t)^2 (needs g(t) > 0)."""
+    return 2.0 * (process.drift(x, t) - velocity) / process.diffusion(t) ** 2
+
+
+def velocity_fn_from_score_fn(process, score_fn: PerExampleFn) -> PerExampleFn:
+    """The per-example probability-flow velocity (x, t) -> v of a per-example score."""
+
+    def velocity_fn(x, t):
+        return velocity_from_score(process, x, t, score_fn(x, t))
+
+    return velocity_fn
 
 
 def score_fn_from_output(process, output_fn: PerExampleFn, output_kind: str) -> PerExampleFn:
