@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "mlp"
-    config.model.output = "noise"  # what the network predicts: noise | score | denoised
+    config.model.output = "noise"  # what the network predicts: noise | score | denoised | edm (Karras et al. preconditioning)
     config.model.kwargs = ml_collections.ConfigDict(
         {"hidden_dim": 256, "num_layers": 3, "embedding": "sinusoidal", "embedding_dim": 64, "time_scale": 1000.0}
     )

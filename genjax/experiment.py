@@ -17,7 +17,6 @@ import numpy as np
 from genjax import factory
 from genjax.data.stream import ArrayStream
 from genjax.factory import ConfigError
-from genjax.processes.views import OUTPUT_KINDS, score_fn_from_output
 from genjax.samplers.likelihood import log_likelihood
 from genjax.train import parallel
 from genjax.train.optimizer import SCHEDULES, make_optimizer
@@ -64,10 +63,10 @@ class Experiment:
     def score_fn(self, params) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """Per-example score (x, t) -> s of the network with `params`."""
 
-        def output(x, t):
+        def network_fn(x, t):
             return self.network.apply(params, x[None], t[None])[0]
 
-        return score_fn_from_output(self.process, output, self.config.model.output)
+        return factory.build_score_fn(self.config, self.process, network_fn)
 
     def loss_fn(self, params, batch, example_keys):
         return self.objective(self.score_fn(params), self.process, batch, example_keys)
@@ -166,8 +165,7 @@ def build_experiment(config, devices=None) -> Experiment:
                  "training.keep_checkpoints", "training.grad_accum_steps", "training.steps_per_dispatch",
                  "data.num_train_examples", "sampling.num_samples", "evaluate.num_samples", "mesh.num_slices"):
         _positive_int(config, path)
-    if config.model.output not in OUTPUT_KINDS:
-        raise ConfigError(f"model.output={config.model.output!r} is not known; valid choices: {', '.join(OUTPUT_KINDS)}")
+    factory.lookup(factory.PARAMETRIZATIONS, config.model.output, "model.output")
     if config.optimizer.decay not in SCHEDULES:
         raise ConfigError(f"optimizer.decay={config.optimizer.decay!r} is not known; valid choices: {', '.join(SCHEDULES)}")
     if not 0.0 <= config.training.ema_decay < 1.0:

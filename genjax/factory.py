@@ -15,6 +15,11 @@ from typing import Any, Callable, Mapping
 from genjax.data import toy
 from genjax.nets.mlp import TimeConditionedMLP
 from genjax.objectives.score_matching import denoising_score_matching_loss
+from genjax.nets.preconditioning import edm_denoiser
+from genjax.processes.edm import EDMProcess
+from genjax.processes.subvp import SubVPSDE
+from genjax.processes.ve import VESDE
+from genjax.processes.views import score_fn_from_output, sigma_tilde_from_coefficients
 from genjax.processes.vp import VPSDE
 from genjax.samplers.probability_flow import sample_probability_flow
 from genjax.samplers.reverse_sde import sample_reverse_sde
@@ -39,6 +44,34 @@ DATASETS: Mapping[str, Callable] = {
 
 PROCESSES: Mapping[str, type] = {
     "vp": VPSDE,
+    "ve": VESDE,
+    "subvp": SubVPSDE,
+    "edm": EDMProcess,
+}
+
+
+def _edm_preconditioned(process, network_fn):
+    """Karras et al. 2022 preconditioning around the raw network, read as a denoiser. The
+    data standard deviation is the process's `sigma_data` (0.5 if it has none), the same
+    value the EDM loss weighting uses."""
+    sigma_data = getattr(process, "sigma_data", 0.5)
+
+    def sigma_of_t(t):
+        return sigma_tilde_from_coefficients(*process.marginal_coefficients(t))
+
+    def scale_of_t(t):
+        return process.marginal_coefficients(t)[0]
+
+    denoiser = edm_denoiser(network_fn, sigma_of_t, sigma_data, scale_of_t=scale_of_t)
+    return score_fn_from_output(process, denoiser, "denoised")
+
+
+# What the network's output means: (process, per-example network fn) -> score fn.
+PARAMETRIZATIONS: Mapping[str, Callable] = {
+    "noise": lambda process, fn: score_fn_from_output(process, fn, "noise"),
+    "score": lambda process, fn: score_fn_from_output(process, fn, "score"),
+    "denoised": lambda process, fn: score_fn_from_output(process, fn, "denoised"),
+    "edm": _edm_preconditioned,
 }
 
 NETWORKS: Mapping[str, type] = {
@@ -99,6 +132,12 @@ def build_process(config):
 def build_network(config):
     cls = lookup(NETWORKS, config.model.name, "model.name")
     return cls(**check_kwargs(cls, config.model.kwargs, "model.kwargs"))
+
+
+def build_score_fn(config, process, network_fn):
+    """The per-example score of a per-example network function, as config.model.output says."""
+    parametrization = lookup(PARAMETRIZATIONS, config.model.output, "model.output")
+    return parametrization(process, network_fn)
 
 
 def build_objective(config) -> Callable:

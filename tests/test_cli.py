@@ -98,7 +98,7 @@ BAD_INPUTS = [
     (["--config.training.not_a_field=1"], "training has no field 'not_a_field'; valid fields: batch_size"),
     (["--config.training.num_steps=many"], "--config.training.num_steps=many"),
     (["--config.data.name=mnist"], "data.name='mnist' is not known; valid choices: checkerboard"),
-    (["--config.process.name=ve"], "process.name='ve' is not known; valid choices: vp"),
+    (["--config.process.name=ncsn"], "process.name='ncsn' is not known; valid choices: edm, subvp, ve, vp"),
     (["--config.sampling.sampler=ddim"], "sampling.sampler='ddim' is not known; valid choices: euler_maruyama"),
     (["--config.evaluate.samplers=euler_maruyama,heun"], "evaluate.samplers='heun' is not known"),
     (["--config.model.kwargs.width=3"], "model.kwargs has no field 'width'"),

@@ -1,0 +1,16 @@
+"""VP SDE trained with the likelihood weighting lambda(t) = g(t)^2 and importance-sampled
+times (Song, Durkan, Murray & Ermon 2021), which makes DSM a bound on the NLL: compare its
+NLL with configs/default.py (sigma^2 weighting).
+
+    python -m experiments.main --config=configs/vp_likelihood.py --workdir=runs/vp_likelihood
+
+Hardware: 2 CPU cores. Expected: RESULT_VP_LIKELIHOOD
+"""
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.objective.kwargs.weighting = "likelihood"
+    config.objective.kwargs.importance_sampling = True
+    return config
