@@ -5,7 +5,9 @@ and the noise range scaled to the data (sigma_max = 20, p_mean = -1.2 + ln(2.31 
 
     python -m experiments.main --config=configs/edm.py --workdir=runs/edm
 
-Hardware: 2 CPU cores. Expected: RESULT_EDM
+Hardware: 2 CPU cores. Expected: about 2 min. Euler-Maruyama (501 NFE, uniform in t) SWD 0.048,
+MMD 0.00014 (noise floor 0.064 / 0.00006; prior 17.8 / 0.37); probability flow (about 141
+NFE) SWD 0.092, MMD 0.0006; NLL 1.778 +- 0.003 nats/dim (true 1.733).
 """
 from configs import default
 

@@ -3,7 +3,9 @@
     python -m experiments.main --config=configs/ve.py --workdir=runs/ve
 
 Hardware: 2 CPU cores. sigma_max = 12 is about the largest distance between two data points
-(Song & Ermon 2020, technique 1). Expected: RESULT_VE
+(Song & Ermon 2020, technique 1). Expected: about 1.5 min. Euler-Maruyama (501 NFE) SWD 0.037, MMD 0.00006
+(noise floor 0.064 / 0.00006; prior 1.32 / 0.59); probability flow (about 92 NFE) SWD 0.091,
+MMD 0.0007; NLL 1.763 +- 0.003 nats/dim (true 1.733; the VE prior gives 3.423).
 """
 from configs import default
 

@@ -4,7 +4,9 @@ NLL with configs/default.py (sigma^2 weighting).
 
     python -m experiments.main --config=configs/vp_likelihood.py --workdir=runs/vp_likelihood
 
-Hardware: 2 CPU cores. Expected: RESULT_VP_LIKELIHOOD
+Hardware: 2 CPU cores. Expected: about 1.5 min. NLL 1.774 +- 0.003 nats/dim against 1.785 for the
+sigma^2 weighting (true 1.733); Euler-Maruyama (251 NFE) SWD 0.047, MMD 0.0002; probability
+flow (about 114 NFE) SWD 0.097, MMD 0.0010.
 """
 from configs import default
 

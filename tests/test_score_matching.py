@@ -9,6 +9,7 @@ from genjax.data.gaussian_mixture import GaussianMixture, perturbed_score_fn
 from genjax.experiment import build_experiment
 from genjax.objectives import denoising_score_matching_loss
 from genjax.processes import VPSDE
+from genjax.samplers import sample_reverse_sde
 from tests.tiny_config import tiny_config
 
 PROCESS = VPSDE()
@@ -125,3 +126,7 @@ def test_every_process_trains_through_the_engine(process, output, weighting):
     losses = np.asarray(jax.device_get(losses))
     assert np.isfinite(losses).all()
     assert np.median(losses[-30:]) < 0.8 * np.median(losses[:10]), (losses[:10], losses[-30:])
+    # The trained model samples under jit with the process's prior (traced inside the solve).
+    draw = jax.jit(lambda params, key: sample_reverse_sde(experiment.process, experiment.score_fn(params), key, 16,
+                                                          experiment.data_shape, 5))
+    assert np.isfinite(np.asarray(draw(state.ema_params, jax.random.key(0)).samples)).all()

@@ -25,7 +25,6 @@ The fields t_max, t_min_train and t_min_sample are derived from sigma_max and si
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -89,15 +88,16 @@ class EDMProcess(DiffusionProcess):
         return s, s * self.sigma(t)
 
     # --- prior -----------------------------------------------------------------------------
-    def prior_std(self) -> float:
-        return float(self.scale(jnp.float32(self.t_max))) * self.sigma_max
+    def prior_std(self) -> jax.Array:
+        """s(T) sigma_max (an array: s may be traced inside jit)."""
+        return self.scale(jnp.float32(self.t_max)) * self.sigma_max
 
     def prior_sample(self, key, shape):
         return self.prior_std() * jax.random.normal(key, shape)
 
     def prior_log_prob(self, z):
         std = self.prior_std()
-        return standard_normal_log_prob(z / std) - z.size * math.log(std)
+        return standard_normal_log_prob(z / std) - z.size * jnp.log(std)
 
     # --- discretisation and training distribution ------------------------------------------
     def sigma_steps(self, num_steps: int, rho: float | None = None) -> jax.Array:
