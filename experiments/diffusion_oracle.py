@@ -29,7 +29,14 @@ from genjax import factory
 from genjax.data.gaussian_mixture import perturbed_log_prob_fn, perturbed_score_fn
 from genjax.data.toy import gaussian_mixture_oracle
 from genjax.evaluate.two_sample import sample_quality
-from genjax.samplers import log_likelihood, sample_probability_flow, sample_reverse_sde
+from genjax.samplers import (
+    log_likelihood,
+    sample_ddim,
+    sample_edm_heun,
+    sample_predictor_corrector,
+    sample_probability_flow,
+    sample_reverse_sde,
+)
 
 # The processes, scaled to the mixture (its points lie within about 6 of each other).
 PROCESS_SETTINGS = {
@@ -46,6 +53,14 @@ SWEEPS = [
       for tol in (1e-2, 1e-3, 1e-5)],
     *[(f"probability_flow heun N={n}", sample_probability_flow, {"solver": "heun", "num_steps": n})
       for n in (10, 40)],
+    *[(f"reverse diffusion + langevin N={n}", sample_predictor_corrector,
+       {"num_steps": n, "predictor": "reverse_diffusion", "corrector": "langevin", "step_size": "sigma"})
+      for n in (50, 200)],
+    *[(f"ancestral N={n}", sample_predictor_corrector, {"num_steps": n, "predictor": "ancestral", "corrector": "none"})
+      for n in (50, 200)],
+    *[(f"ddim eta={eta:g} N={n}", sample_ddim, {"num_steps": n, "eta": eta}) for eta in (0.0, 1.0) for n in (25, 100)],
+    *[(f"edm_heun N={n}", sample_edm_heun, {"num_steps": n}) for n in (18, 64)],
+    ("edm_heun N=64 churn=30", sample_edm_heun, {"num_steps": 64, "s_churn": 30.0}),
 ]
 
 flags.DEFINE_string("workdir", None, "Where to write oracle.md and oracle.json.")

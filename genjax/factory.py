@@ -21,6 +21,9 @@ from genjax.processes.subvp import SubVPSDE
 from genjax.processes.ve import VESDE
 from genjax.processes.views import score_fn_from_output, sigma_tilde_from_coefficients
 from genjax.processes.vp import VPSDE
+from genjax.samplers.ddim import sample_ddim
+from genjax.samplers.edm_heun import sample_edm_heun
+from genjax.samplers.predictor_corrector import sample_predictor_corrector
 from genjax.samplers.probability_flow import sample_probability_flow
 from genjax.samplers.reverse_sde import sample_reverse_sde
 from genjax.train import parallel
@@ -87,6 +90,9 @@ OBJECTIVES: Mapping[str, Callable] = {
 SAMPLERS: Mapping[str, Callable] = {
     "euler_maruyama": sample_reverse_sde,
     "probability_flow": sample_probability_flow,
+    "predictor_corrector": sample_predictor_corrector,
+    "ddim": sample_ddim,
+    "edm_heun": sample_edm_heun,
 }
 
 # Each rule: (mesh, min_size) -> ((path, abstract leaf) -> PartitionSpec).

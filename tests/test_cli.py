@@ -99,7 +99,8 @@ BAD_INPUTS = [
     (["--config.training.num_steps=many"], "--config.training.num_steps=many"),
     (["--config.data.name=mnist"], "data.name='mnist' is not known; valid choices: checkerboard"),
     (["--config.process.name=ncsn"], "process.name='ncsn' is not known; valid choices: edm, subvp, ve, vp"),
-    (["--config.sampling.sampler=ddim"], "sampling.sampler='ddim' is not known; valid choices: euler_maruyama"),
+    (["--config.sampling.sampler=dpm_solver"], "sampling.sampler='dpm_solver' is not known; valid choices: ddim, "
+                                               "edm_heun, euler_maruyama"),
     (["--config.evaluate.samplers=euler_maruyama,heun"], "evaluate.samplers='heun' is not known"),
     (["--config.model.kwargs.width=3"], "model.kwargs has no field 'width'"),
     (["--config.training.batch_size=66"], "does not divide over the 4 devices"),

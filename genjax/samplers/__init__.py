@@ -12,12 +12,22 @@ References:
   P. Kidger, "On Neural Differential Equations", DPhil thesis, University of Oxford, 2021
     (and the diffrax library).
 """
+from genjax.samplers.ddim import sample_ddim
+from genjax.samplers.edm_heun import sample_edm_heun
 from genjax.samplers.likelihood import (
     DIVERGENCES,
     PROBES,
     LikelihoodResult,
     draw_probes,
     log_likelihood,
+)
+from genjax.samplers.predictor_corrector import (
+    CORRECTORS,
+    PREDICTORS,
+    STEP_SIZES,
+    ancestral_posterior,
+    sample_predictor_corrector,
+    transition_coefficients,
 )
 from genjax.samplers.prior import example_keys, noise_key, prior_key, sample_prior
 from genjax.samplers.probability_flow import (
@@ -30,7 +40,15 @@ from genjax.samplers.result import SampleResult
 from genjax.samplers.reverse_sde import sample_reverse_sde
 
 __all__ = [
+    "CORRECTORS",
     "DIVERGENCES",
+    "PREDICTORS",
+    "STEP_SIZES",
+    "ancestral_posterior",
+    "sample_ddim",
+    "sample_edm_heun",
+    "sample_predictor_corrector",
+    "transition_coefficients",
     "LikelihoodResult",
     "PROBES",
     "SOLVERS",
