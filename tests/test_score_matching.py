@@ -79,20 +79,24 @@ def test_dsm_sum_reduction_is_dimension_times_mean():
         denoising_score_matching_loss(score, PROCESS, x0, key, weighting="not_a_weighting")
 
 
-def test_training_drives_the_loss_down():
-    config = tiny_config(batch_size=256)
-    config.model.kwargs.hidden_dim = 64
-    experiment = build_experiment(config, jax.devices()[:1])
+def train_losses(experiment, num_steps):
+    """(final state, per-step losses) of num_steps jitted steps from a fresh state."""
     step = experiment.jitted_train_step()
     stream = experiment.train_stream()
     state = experiment.init_state()
     losses = []
-    for i in range(300):
+    for i in range(num_steps):
         state, metrics = step(state, experiment.global_batch(stream, i))
         losses.append(metrics["loss"])
         if i % 10 == 0:
             metrics["loss"].block_until_ready()
-    losses = np.asarray(jax.device_get(losses))
+    return state, np.asarray(jax.device_get(losses))
+
+
+def test_training_drives_the_loss_down():
+    config = tiny_config(batch_size=256)
+    config.model.kwargs.hidden_dim = 64
+    _, losses = train_losses(build_experiment(config, jax.devices()[:1]), 300)
     assert np.isfinite(losses).all()
     # The output layer starts at zero, so step 0 scores E|eps|^2 / D = 1 (std 1/16 at this batch).
     assert 0.8 < losses[0] < 1.2
@@ -114,16 +118,7 @@ def test_every_process_trains_through_the_engine(process, output, weighting):
     if weighting == "likelihood":
         config.objective.kwargs.importance_sampling = True
     experiment = build_experiment(config, jax.devices()[:1])
-    step = experiment.jitted_train_step()
-    stream = experiment.train_stream()
-    state = experiment.init_state()
-    losses = []
-    for i in range(150):
-        state, metrics = step(state, experiment.global_batch(stream, i))
-        losses.append(metrics["loss"])
-        if i % 10 == 0:
-            metrics["loss"].block_until_ready()
-    losses = np.asarray(jax.device_get(losses))
+    state, losses = train_losses(experiment, 150)
     assert np.isfinite(losses).all()
     assert np.median(losses[-30:]) < 0.8 * np.median(losses[:10]), (losses[:10], losses[-30:])
     # The trained model samples under jit with the process's prior (traced inside the solve).

@@ -18,26 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 
-from genjax.processes.base import DiffusionProcess, standard_normal_log_prob
+from genjax.processes.vp import VPSDE
 
 
 @dataclasses.dataclass(frozen=True)
-class SubVPSDE(DiffusionProcess):
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-
-    def beta(self, t: jax.Array) -> jax.Array:
-        return self.beta_min + t * (self.beta_max - self.beta_min)
-
-    def log_alpha(self, t: jax.Array) -> jax.Array:
-        """log alpha(t) = -(1/2) int_0^t beta(s) ds (as for the VP SDE)."""
-        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
-
-    def drift(self, x, t):
-        return -0.5 * self.beta(t) * x
+class SubVPSDE(VPSDE):
+    """The VP SDE's drift, beta schedule and N(0, I) prior, with the smaller diffusion."""
 
     def diffusion(self, t):
         # 1 - exp(-2 int beta) = 1 - alpha^4, with expm1 for accuracy at small t.
@@ -46,9 +34,3 @@ class SubVPSDE(DiffusionProcess):
     def marginal_coefficients(self, t):
         log_alpha = self.log_alpha(t)
         return jnp.exp(log_alpha), -jnp.expm1(2.0 * log_alpha)
-
-    def prior_sample(self, key, shape):
-        return jax.random.normal(key, shape)
-
-    def prior_log_prob(self, z):
-        return standard_normal_log_prob(z)
