@@ -33,5 +33,5 @@ setup(
     packages=find_packages(include=["genjax", "genjax.*", "experiments", "experiments.*", "configs"]),
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0", "scikit-learn==1.9.1"]},
+    extras_require={"test": ["pytest==9.2.0"]},
 )
