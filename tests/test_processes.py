@@ -13,18 +13,16 @@
   satisfies the continuity equation d/dt log p_t(x(t)) = -div v (automatic differentiation
   of the closed-form mixture), which checks drift, diffusion and kernel for consistency.
 """
-import functools
 
-import diffrax
 import jax
 import jax.numpy as jnp
-import lineax
 import numpy as np
 import pytest
 import scipy.stats
 
 from genjax.data.gaussian_mixture import GaussianMixture, make_gaussian_mixture, perturbed_log_prob_fn, perturbed_score_fn
 from genjax.nets.preconditioning import c_in, c_noise, c_out, c_skip, edm_denoiser, edm_loss_weight
+from genjax.processes.simulate import simulate_forward
 from genjax.processes import (
     EDMProcess,
     SubVPSDE,
@@ -67,27 +65,7 @@ def _grid(process):
     return np.linspace(0.0, process.t_max, 2001), (100, 400, 1000, 2000)  # t = 0.05, 0.2, 0.5, 1
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _simulate(process, x0, key, grid, save_indices):
-    drift = diffrax.ODETerm(lambda t, x, args: process.drift(x, t))
-    brownian = diffrax.UnsafeBrownianPath(shape=jax.ShapeDtypeStruct(x0.shape, x0.dtype), key=key)
-    diffusion = diffrax.ControlTerm(
-        lambda t, x, args: lineax.DiagonalLinearOperator(jnp.broadcast_to(process.diffusion(t), x.shape)),
-        brownian,
-    )
-    sol = diffrax.diffeqsolve(
-        diffrax.MultiTerm(drift, diffusion),
-        diffrax.Euler(),
-        t0=grid[0],
-        t1=grid[-1],
-        dt0=None,
-        y0=x0,
-        stepsize_controller=diffrax.StepTo(grid),
-        saveat=diffrax.SaveAt(ts=grid[np.array(save_indices)]),
-        max_steps=grid.shape[0] - 1,
-        adjoint=diffrax.ForwardMode(),
-    )
-    return sol.ys
+_simulate = jax.jit(simulate_forward, static_argnums=(0, 4))
 
 
 def euler_maruyama_law(process, m0, grid, save_indices):

@@ -11,15 +11,14 @@ relative to its value).
 """
 import functools
 
-import diffrax
 import jax
 import jax.numpy as jnp
-import lineax
 import numpy as np
 import pytest
 import scipy.integrate
 import scipy.stats
 
+from genjax.processes.simulate import simulate_forward as genjax_simulate_forward
 from genjax.processes import VPSDE
 
 Z = 4.5  # standard errors allowed per check
@@ -30,26 +29,7 @@ SAVE_INDICES = (200, 800, 2000, 4000)  # t = 0.05, 0.2, 0.5, 1.0
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _simulate_forward(process, x0, key, num_steps, save_indices):
-    grid = jnp.linspace(0.0, process.t_max, num_steps + 1)
-    drift = diffrax.ODETerm(lambda t, x, args: process.drift(x, t))
-    brownian = diffrax.UnsafeBrownianPath(shape=jax.ShapeDtypeStruct(x0.shape, x0.dtype), key=key)
-    diffusion = diffrax.ControlTerm(
-        lambda t, x, args: lineax.DiagonalLinearOperator(jnp.broadcast_to(process.diffusion(t), x.shape)),
-        brownian,
-    )
-    sol = diffrax.diffeqsolve(
-        diffrax.MultiTerm(drift, diffusion),
-        diffrax.Euler(),
-        t0=grid[0],
-        t1=grid[-1],
-        dt0=None,
-        y0=x0,
-        stepsize_controller=diffrax.StepTo(grid),
-        saveat=diffrax.SaveAt(ts=grid[np.array(save_indices)]),
-        max_steps=num_steps,
-        adjoint=diffrax.ForwardMode(),
-    )
-    return sol.ys
+    return genjax_simulate_forward(process, x0, key, jnp.linspace(0.0, process.t_max, num_steps + 1), save_indices)
 
 
 def simulate_forward(process, x0, key, num_steps=NUM_STEPS, save_indices=SAVE_INDICES):
