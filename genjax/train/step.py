@@ -13,15 +13,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from genjax.samplers.prior import example_keys
 from genjax.train.state import TrainState, ema_update
 
 # loss_fn(params, batch [B, ...], example_keys [B]) -> scalar mean over the batch
 LossFn = Callable[[object, jax.Array, jax.Array], jax.Array]
-
-
-def example_keys(step_key: jax.Array, batch_size: int) -> jax.Array:
-    """Key of example i: fold_in(step_key, i)."""
-    return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(jnp.arange(batch_size))
 
 
 def _loss_and_grads(loss_fn: LossFn, params, batch, keys, grad_accum_steps: int):
