@@ -73,7 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.samplers.predictor_corrector = ml_collections.ConfigDict(
         {"num_steps": 500, "predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16,
-         "corrector_steps": 1, "step_size": "sigma", "denoise_final": True}
+         "corrector_steps": 1, "step_size": "snr_batch", "denoise_final": True}
     )
     config.samplers.ddim = ml_collections.ConfigDict({"num_steps": 100, "eta": 0.0})
     config.samplers.edm_heun = ml_collections.ConfigDict({"num_steps": 18, "rho": 7.0, "s_churn": 0.0})

@@ -163,5 +163,5 @@ def build_sampler(config, name: str) -> Callable:
     config.samplers.<name>."""
     fn = lookup(SAMPLERS, name, "sampler")
     options = config.samplers.get(name, {})
-    hidden = ("process", "score_fn", "key", "num_samples", "shape", "first_index")
+    hidden = ("process", "score_fn", "key", "num_samples", "shape", "first_index", "axis_name")
     return functools.partial(fn, **check_kwargs(fn, options, f"samplers.{name}", hidden))

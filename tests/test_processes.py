@@ -187,6 +187,27 @@ def test_edm_schedules():
     assert process.sample_training_time(jax.random.key(1)).shape == ()
 
 
+@pytest.mark.parametrize("name", list(PROCESSES))
+def test_time_grid(name):
+    """Every grid runs from t_max down to t_min_sample in N strictly decreasing steps; it is
+    uniform in t for the SDEs of Song et al. and the rho = 7 noise grid of Karras et al.
+    eq. 5 (with its N + 1 levels) for EDM, in sigma (and so in t = sigma^{-1})."""
+    process = PROCESSES[name]
+    grid = np.asarray(process.time_grid(10), np.float64)
+    assert grid.shape == (11,)
+    assert grid[0] == np.float32(process.t_max) and grid[-1] == np.float32(process.t_min_sample)
+    assert np.all(np.diff(grid) < 0)
+    if isinstance(process, EDMProcess):
+        sigmas = np.asarray(process.sigma(jnp.asarray(grid, jnp.float32)), np.float64)
+        i = np.arange(11)
+        lo, hi = process.sigma_min ** (1 / 7), process.sigma_max ** (1 / 7)
+        np.testing.assert_allclose(sigmas, (hi + i / 10 * (lo - hi)) ** 7, rtol=1e-4)
+    else:
+        np.testing.assert_allclose(grid, np.linspace(process.t_max, process.t_min_sample, 11), rtol=1e-6)
+    with pytest.raises(ValueError, match="num_steps"):
+        process.time_grid(0)
+
+
 def test_preconditioning_identities():
     sigma_data = 0.5
     sigma = jnp.geomspace(0.002, 80.0, 7)

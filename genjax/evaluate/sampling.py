@@ -2,7 +2,9 @@
 
 The sample set is split over the mesh's data-parallel axes with `shard_map`: each device
 solves its own examples (per-example `vmap` inside the sampler), so adaptive step control
-stays local to a device and no collective runs inside the solve. Example i always uses the
+stays local to a device and no collective runs inside the solve (the one exception is a
+statistic of the whole sample set a sampler asks for, such as the predictor-corrector's
+"snr_batch" Langevin step, averaged over the mesh through `axis_name`). Example i always uses the
 key fold_in(sample key, i) (`first_index` of each device's slice), so a sample set does not
 depend on the batch size, the number of devices or the number of processes. Samples are
 then gathered to every process; process 0 writes them.
@@ -33,8 +35,11 @@ def draw(experiment: Experiment, params, sampler_name: str, num_samples: int) ->
     """num_samples draws with the named sampler; returns host arrays of samples and
     per-example NFE, and the wall time. Every process must call it (it runs on the mesh)."""
     sampler = factory.build_sampler(experiment.config, sampler_name)
-    if "throw" in inspect.signature(sampler.func).parameters:
+    parameters = inspect.signature(sampler.func).parameters
+    if "throw" in parameters:
         sampler = functools.partial(sampler, throw=False)  # failures are reported below, not raised on device
+    if "axis_name" in parameters:
+        sampler = functools.partial(sampler, axis_name=BATCH_AXES)  # batch statistics span the mesh
     process, shape, mesh = experiment.process, experiment.data_shape, experiment.mesh
     per_device = -(-num_samples // data_parallel_size(mesh))
 

@@ -73,6 +73,17 @@ class DiffusionProcess(abc.ABC):
     def prior_log_prob(self, z: jax.Array) -> jax.Array:
         """log p_T(z) for a single example z (sums over all of z's axes)."""
 
+    # --- the sampling grid ---------------------------------------------------------------------
+    def time_grid(self, num_steps: int) -> jax.Array:
+        """The N + 1 times T = t_0 > t_1 > ... > t_N = t_min_sample (float32) on which the
+        fixed-step samplers step, N = `num_steps`. Default: uniform in t, the grid of
+        Song et al. (2021) for VP and sub-VP, which for VE (sigma geometric in t) is the
+        geometric noise grid of SMLD (Karras et al. 2022, Table 1, "time steps" rows).
+        A formulation with a better grid overrides this (EDM: rho-spaced sigma)."""
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        return jnp.linspace(self.t_max, self.t_min_sample, num_steps + 1, dtype=jnp.float32)
+
     # --- training-time distribution ---------------------------------------------------------
     def sample_training_time(self, key: jax.Array) -> jax.Array:
         """One scalar training time t. Default: t ~ U(t_min_train, t_max); a process with a

@@ -18,7 +18,8 @@ override `sigma`, `sigma_inverse` and `scale` (all elementwise, differentiable) 
 row of Table 1; drift and diffusion follow by automatic differentiation.
 
 Training draws ln sigma ~ N(P_mean, P_std^2) (Table 1, "noise distribution"); sampling
-uses the rho-spaced noise levels of eq. 5 (`sigma_steps`). The prior is N(0, (s(T)
+uses the rho-spaced noise levels of eq. 5 (`sigma_steps`; `time_grid` hands them to every
+fixed-step sampler). The prior is N(0, (s(T)
 sigma_max)^2 I), which approximates p_T when sigma_max dominates the data scale.
 The fields t_max, t_min_train and t_min_sample are derived from sigma_max and sigma_min.
 """
@@ -112,6 +113,17 @@ class EDMProcess(DiffusionProcess):
     def time_steps(self, num_steps: int, rho: float | None = None) -> jax.Array:
         """The times t_i = sigma^{-1}(sigma_i) of `sigma_steps`."""
         return self.sigma_inverse(self.sigma_steps(num_steps, rho))
+
+    def time_grid(self, num_steps: int) -> jax.Array:
+        """The fixed-step samplers' grid: the N + 1 rho-spaced noise levels of eq. 5 from
+        sigma_max to sigma_min, as times (Table 1, EDM "time steps"). A grid uniform in
+        t = sigma would take steps of (sigma_max - sigma_min) / N in sigma, far coarser than
+        the data scale where the data are resolved."""
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        grid = self.time_steps(num_steps + 1).astype(jnp.float32)
+        # Pin the end points exactly (the power of rho rounds them in float32).
+        return grid.at[0].set(self.t_max).at[-1].set(self.t_min_sample)
 
     def training_times(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
         """t = sigma^{-1}(sigma) with ln sigma ~ N(p_mean, p_std^2) (Table 1)."""

@@ -15,7 +15,8 @@ eta = 0 is deterministic (DDIM proper: an exponential-integrator-like first-orde
 the probability-flow ODE in the variables x / alpha and sigma / alpha); eta = 1 is exactly
 the ancestral step q(x_s | x_t, x0_hat) (DDPM with the posterior variance).
 
-Grid: uniform in t, T = t_0 > ... > t_N = t_min_sample (N = `num_steps`); then a final
+Grid: the process's `time_grid`, T = t_0 > ... > t_N = t_min_sample (N = `num_steps`; uniform
+in t, rho-spaced in sigma for EDM); then a final
 step to x0_hat = D(x_N, t_min) (the DDIM step to s = 0, where alpha = 1 and sigma = 0).
 NFE per example = num_steps + 1. A fixed chain, so `lax.scan`, not an integrator.
 `successful` is False for an example whose output is not finite.
@@ -82,7 +83,7 @@ def sample_ddim(
     if not t_max > t_min > 0.0:
         raise ValueError(f"need t_max > t_min_sample > 0, got {t_max}, {t_min}")
     shape = tuple(shape)
-    grid = jnp.linspace(t_max, t_min, num_steps + 1, dtype=jnp.float32)
+    grid = process.time_grid(num_steps)
 
     def run(x_T, example_noise_key):
         def step(x, inputs):

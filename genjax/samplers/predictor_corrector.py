@@ -2,8 +2,8 @@
 Stochastic Differential Equations", section 4.2, Algorithms 2-5 and appendix G).
 
 Written once for every process with a Gaussian kernel x_t = alpha(t) x_0 + sigma(t) eps.
-The grid is uniform in time, T = t_0 > t_1 > ... > t_N = t_min_sample; step k goes from
-t = t_k to s = t_{k+1} with a predictor (score at (x, t)), then runs `corrector_steps`
+The grid is the process's `time_grid`, T = t_0 > t_1 > ... > t_N = t_min_sample (uniform in
+t; rho-spaced in sigma for EDM); step k goes from t = t_k to s = t_{k+1} with a predictor (score at (x, t)), then runs `corrector_steps`
 Langevin corrections at the new time s (Algorithms 2 and 3: predict, then correct).
 
 The kernel between grid times. For s < t the forward kernel from x_s to x_t is Gaussian,
@@ -35,26 +35,34 @@ Predictors (one score evaluation each):
 
 Corrector "langevin" (Algorithms 4 and 5): at time s, with z ~ N(0, I) and score g,
 
-    eps = 2 a_s (snr ||z|| / ||g||)^2,     x <- x + eps g + sqrt(2 eps) z,
+    eps = 2 a_s (snr ||z|| / ||g||)^2,     x <- x + eps g + sqrt(2 eps) z.
 
-norms over each example's own axes (`step_size="snr"`, the default; the reference code
-averages the norms over the batch, per-example norms keep sample i a function of its own
-key). a_s is the "alpha_i" of the paper: 1 for VE and DDPM's alpha_i = 1 - beta_i for VP.
-Generically a_s = (alpha(s) / alpha(s - h))^2 with h the grid spacing, the squared kernel
-coefficient of one grid step ending at s: DDPM's 1 - beta_i for VP (and sub-VP, which
-shares its alpha) and 1 for VE and EDM. Where the score is exactly zero the step is 0 (no
-information, and eps would be infinite).
+a_s is the "alpha_i" of the paper: 1 for VE and DDPM's alpha_i = 1 - beta_i for VP.
+Generically a_s = (alpha(t) / alpha(s))^2 for the grid step t -> s just taken, the squared
+kernel coefficient of that step: DDPM's 1 - beta_i for VP (and sub-VP, which shares its
+alpha) and 1 for VE and EDM. Three rules for the norms (`step_size`):
 
-Caveat of the per-example rule in low dimension. A step size that depends on the state,
-eps(x) ~ 1 / ||score(x)||^2, changes the law Langevin dynamics leaves invariant: the
+  "snr": each example's own norms, Algorithms 4 and 5 as written (one example at a time).
+      Sample i is a function of its own key only. Where the score is exactly zero the step
+      is 0 (no information, and eps would be infinite).
+  "snr_batch": the reference code's rule: ||z|| and ||g|| are averaged over the whole
+      sample set (over the mesh's batch axes with `lax.pmean` when drawn under shard_map,
+      `axis_name`), one step size per level for every example. The examples are coupled
+      through that scalar: a sample set does not depend on how it is split over devices,
+      but (weakly) on its size.
+  "sigma": state independent, eps = 2 a_s (snr sigma(s))^2: the same rule with ||z|| / ||g||
+      replaced by its value sigma(s) for data much narrower than the noise (the score of
+      x_s given x_0 is -z / sigma(s)); eps ~ sigma^2 is also SMLD's annealed Langevin
+      schedule (Song & Ermon 2019). Per-example, like "snr".
+
+Why the per-example rule is biased in low dimension. A step size that depends on the
+state, eps(x) ~ 1 / ||score(x)||^2, changes the law Langevin dynamics leaves invariant: the
 continuous limit dx = eps(x) score dt + sqrt(2 eps(x)) dw has stationary density
 p / eps(x), not p. For N(0, V I_D) that is p(x) ||x||^2, with per-coordinate variance
-V (D + 2) / D: negligible for images (D in the thousands), but a 25 % inflation for D = 8
-(about 50 % was observed at snr = 0.05 over 300 steps; and, since ||z||^2 / ||score||^2 is heavy tailed for D = 2, occasional huge steps).
-`step_size="sigma"` is a state-independent alternative: eps = 2 a_s (snr sigma(s))^2, the
-same rule with ||z|| / ||score|| replaced by its value sigma(s) for data much narrower than
-the noise (the score of x_s given x_0 is -z / sigma(s)); eps ~ sigma^2 is also SMLD's
-annealed Langevin schedule (Song & Ermon 2019). It leaves p_s invariant up to O(eps).
+V (D + 2) / D: negligible for images (D in the thousands), but a 25 % inflation for D = 8,
+and for D = 2 ||z||^2 / ||score||^2 is heavy tailed (occasional huge steps near a mode).
+Averaged over a large batch the ratio of norms is a constant per level, and "snr_batch"
+and "sigma" leave p_s invariant up to O(eps) (the tests recover a 2-D mixture with both).
 
 Why `lax.scan` and not diffrax: these are fixed Markov chains on a fixed grid, whose steps
 (the exact kernel, the posterior draw, the Langevin step) are not the steps of an SDE
@@ -117,18 +125,33 @@ def ancestral_posterior(
     return mean, std
 
 
-STEP_SIZES = ("snr", "sigma")
+STEP_SIZES = ("snr", "snr_batch", "sigma")
 
 
-def langevin_step(x: jax.Array, score: jax.Array, z: jax.Array, snr, a, sigma=None) -> jax.Array:
-    """x + eps score + sqrt(2 eps) z with eps = 2 a (snr ||z|| / ||score||)^2 (per example),
-    or eps = 2 a (snr sigma)^2 if sigma is given (`step_size="sigma"`)."""
-    if sigma is not None:
-        eps = 2.0 * a * (snr * sigma) ** 2
-    else:
-        score_sq = jnp.sum(score**2)
-        eps = 2.0 * a * snr**2 * jnp.sum(z**2) / jnp.where(score_sq > 0, score_sq, 1.0)
-        eps = jnp.where(score_sq > 0, eps, 0.0)
+def langevin_step_sizes(
+    z: jax.Array, score: jax.Array, snr, a, step_size: str, sigma=None, axis_name=None
+) -> jax.Array:
+    """Per-example Langevin step sizes eps [B] for a batch z, score [B, ...] (module
+    docstring): "snr" 2 a (snr ||z_i|| / ||g_i||)^2; "snr_batch" the same with both norms
+    averaged over the batch (and over `axis_name` if given); "sigma" 2 a (snr sigma)^2."""
+    batch = z.shape[0]
+    if step_size == "sigma":
+        return jnp.full((batch,), 2.0 * a * (snr * sigma) ** 2, z.dtype)
+    score_norm = jnp.sqrt(jnp.sum(score.reshape(batch, -1) ** 2, axis=1))
+    noise_norm = jnp.sqrt(jnp.sum(z.reshape(batch, -1) ** 2, axis=1))
+    if step_size == "snr_batch":
+        score_norm, noise_norm = jnp.mean(score_norm), jnp.mean(noise_norm)
+        if axis_name is not None:
+            score_norm, noise_norm = jax.lax.pmean((score_norm, noise_norm), axis_name)
+        score_norm = jnp.broadcast_to(score_norm, (batch,))
+        noise_norm = jnp.broadcast_to(noise_norm, (batch,))
+    safe = jnp.where(score_norm > 0, score_norm, 1.0)
+    return jnp.where(score_norm > 0, 2.0 * a * (snr * noise_norm / safe) ** 2, 0.0)
+
+
+def langevin_step(x: jax.Array, score: jax.Array, z: jax.Array, eps: jax.Array) -> jax.Array:
+    """x + eps score + sqrt(2 eps) z for a batch, eps [B] per example."""
+    eps = eps.reshape((-1,) + (1,) * (x.ndim - 1))
     return x + eps * score + jnp.sqrt(2.0 * eps) * z
 
 
@@ -152,7 +175,8 @@ def sample_predictor_corrector(
     corrector_steps: int = 1,
     denoise_final: bool = True,
     first_index: int | jax.Array = 0,
-    step_size: str = "snr",
+    step_size: str = "snr_batch",
+    axis_name=None,
 ) -> SampleResult:
     """Draw `num_samples` examples with a predictor-corrector chain (see the module docstring).
 
@@ -161,7 +185,7 @@ def sample_predictor_corrector(
       score_fn: per-example score model (x [*shape], t []) -> [*shape].
       key: PRNG key of the whole (global) sample set.
       num_samples, shape: number of examples drawn here and per-example shape (static).
-      num_steps: N, grid steps from t_max to t_min_sample (static).
+      num_steps: N, steps of the process's `time_grid` from t_max to t_min_sample (static).
       predictor: one of `PREDICTORS`.
       corrector: "langevin" or "none".
       snr: the signal-to-noise ratio r of the Langevin step size (0.16 is Song et al.'s
@@ -169,8 +193,9 @@ def sample_predictor_corrector(
       corrector_steps: M, Langevin steps after each predictor step.
       denoise_final: return Tweedie's x0_hat at t_min_sample instead of x_{t_min}.
       first_index: global index of the first example drawn here (may be traced).
-      step_size: the Langevin step rule, "snr" (Song et al., per-example norms) or
-        "sigma" (state independent); see the module docstring.
+      step_size: the Langevin step rule, one of `STEP_SIZES` (module docstring).
+      axis_name: mesh axis name(s) the sample set is split over when called inside
+        `shard_map`; "snr_batch" averages its norms over them. Ignored by the other rules.
 
     Returns:
       `SampleResult` (samples [N, *shape], nfe [N], successful [N]).
@@ -191,15 +216,15 @@ def sample_predictor_corrector(
     if not t_max > t_min >= 0.0:
         raise ValueError(f"need t_max > t_min_sample >= 0, got {t_max}, {t_min}")
     shape = tuple(shape)
-    grid = jnp.linspace(t_max, t_min, num_steps + 1, dtype=jnp.float32)
-    spacing = (t_max - t_min) / num_steps
+    grid = process.time_grid(num_steps)
     num_corrections = corrector_steps if corrector == "langevin" else 0
+    batch_score = jax.vmap(score_fn, in_axes=(0, None))
+    fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
 
-    def predict(x, t, s, step_key):
-        if predictor == "none":
-            return x
-        score = score_fn(x, t)
-        z = jax.random.normal(jax.random.fold_in(step_key, 0), x.shape, x.dtype)
+    def normals(keys, x):
+        return jax.vmap(lambda k: jax.random.normal(k, shape, x.dtype))(keys)
+
+    def predict_one(x, score, z, t, s):
         if predictor == "euler_maruyama":
             h = t - s
             return x - process.reverse_drift(x, t, score) * h + process.diffusion(t) * jnp.sqrt(h) * z
@@ -210,35 +235,42 @@ def sample_predictor_corrector(
         mean, std = ancestral_posterior(process, x, denoised_from_score(x, score, alpha_t, sigma_t), t, s)
         return mean + std * z
 
-    def correct(x, s, step_key):
+    def predict(x, t, s, step_keys):
+        if predictor == "none":
+            return x
+        z = normals(fold(step_keys, 0), x)
+        return jax.vmap(predict_one, in_axes=(0, 0, 0, None, None))(x, batch_score(x, t), z, t, s)
+
+    def correct(x, t, s, step_keys):
         if num_corrections == 0:
             return x
-        a = (process.marginal_coefficients(s)[0] / process.marginal_coefficients(jnp.maximum(s - spacing, 0.0))[0]) ** 2
-
-        sigma = process.marginal_coefficients(s)[1] if step_size == "sigma" else None
+        alpha_t, _ = process.marginal_coefficients(t)
+        alpha_s, sigma_s = process.marginal_coefficients(s)
+        a = (alpha_t / alpha_s) ** 2
 
         def body(j, x):
-            z = jax.random.normal(jax.random.fold_in(step_key, 1 + j), x.shape, x.dtype)
-            return langevin_step(x, score_fn(x, s), z, snr, a, sigma)
+            z = normals(fold(step_keys, (1 + j).astype(jnp.uint32)), x)
+            score = batch_score(x, s)
+            eps = langevin_step_sizes(z, score, snr, a, step_size, sigma_s, axis_name)
+            return langevin_step(x, score, z, eps)
 
         return jax.lax.fori_loop(0, num_corrections, body, x)
 
-    def run(x_T, example_noise_key):
-        def step(x, inputs):
-            k, t, s = inputs
-            step_key = jax.random.fold_in(example_noise_key, k)
-            x = predict(x, t, s, step_key)
-            return correct(x, s, step_key), None
-
-        steps = (jnp.arange(num_steps, dtype=jnp.uint32), grid[:-1], grid[1:])
-        x, _ = jax.lax.scan(step, x_T, steps)
-        if denoise_final and t_min > 0.0:
-            alpha, sigma = process.marginal_coefficients(grid[-1])
-            x = denoised_from_score(x, score_fn(x, grid[-1]), alpha, sigma)
-        return x, jnp.all(jnp.isfinite(x))
-
     keys = example_keys(key, num_samples, first_index)
     x_T = sample_prior(process, keys, shape)
-    samples, successful = jax.vmap(run)(x_T, jax.vmap(noise_key)(keys))
+    noise_keys = jax.vmap(noise_key)(keys)
+
+    def step(x, inputs):
+        k, t, s = inputs
+        step_keys = fold(noise_keys, k)
+        x = predict(x, t, s, step_keys)
+        return correct(x, t, s, step_keys), None
+
+    steps = (jnp.arange(num_steps, dtype=jnp.uint32), grid[:-1], grid[1:])
+    x, _ = jax.lax.scan(step, x_T, steps)
+    if denoise_final and t_min > 0.0:
+        alpha, sigma = process.marginal_coefficients(grid[-1])
+        x = denoised_from_score(x, batch_score(x, grid[-1]), alpha, sigma)
+    successful = jnp.all(jnp.isfinite(x.reshape(num_samples, -1)), axis=1)
     nfe = predictor_corrector_nfe(num_steps, predictor, corrector, corrector_steps, denoise_final, t_min)
-    return SampleResult(samples=samples, nfe=jnp.full((num_samples,), nfe, jnp.int32), successful=successful)
+    return SampleResult(samples=x, nfe=jnp.full((num_samples,), nfe, jnp.int32), successful=successful)

@@ -13,7 +13,7 @@ Solvers (all from diffrax, Kidger 2021):
   "tsit5", "dopri5": adaptive explicit Runge-Kutta (5th order, 4th-order embedded error
       estimate) with `diffrax.PIDController(rtol, atol)`; the initial step is
       (T - t_min_sample) / 100 and the controller adapts from there.
-  "heun", "euler": fixed steps on the uniform grid T = t_0 > ... > t_N = t_min_sample
+  "heun", "euler": fixed steps on the process's `time_grid` T = t_0 > ... > t_N = t_min_sample
       (`diffrax.StepTo`), N = `num_steps`.
 Time runs backwards (t1 < t0), which diffrax supports by integrating in tau = -t.
 
@@ -165,7 +165,7 @@ def _probability_flow_solver(process, score_fn: ScoreFn, solver, rtol, atol, max
     else:
         if num_steps is None or num_steps < 1:
             raise ValueError(f"{solver!r} takes fixed steps; pass num_steps >= 1")
-        grid = jnp.linspace(t_max, t_min, num_steps + 1, dtype=jnp.float32)
+        grid = process.time_grid(num_steps)
         controller = diffrax.StepTo(grid)
         dt0, t0, t1 = None, grid[0], grid[-1]
         max_steps = num_steps

@@ -6,10 +6,10 @@ Song et al. 2021, "Score-Based Generative Modeling through SDEs", eq. 6)
     dx = [f(x, t) - g(t)^2 grad_x log p_t(x)] dt + g(t) dw_bar,
 
 run from t = T down to 0, where w_bar is a Brownian motion in reversed time. With a score
-model s(x, t) ~ grad_x log p_t(x) in place of the true score, Euler-Maruyama on the uniform
-grid t_0 = T > t_1 > ... > t_N = t_min_sample (h = (T - t_min_sample) / N) is
+model s(x, t) ~ grad_x log p_t(x) in place of the true score, Euler-Maruyama on the process's
+`time_grid` t_0 = T > t_1 > ... > t_N = t_min_sample (uniform in t, h_k = t_k - t_{k+1}) is
 
-    x_{k+1} = x_k - [f(x_k, t_k) - g(t_k)^2 s(x_k, t_k)] h + g(t_k) sqrt(h) z_k,   z_k ~ N(0, I),
+    x_{k+1} = x_k - [f(x_k, t_k) - g(t_k)^2 s(x_k, t_k)] h_k + g(t_k) sqrt(h_k) z_k,   z_k ~ N(0, I),
 
 the predictor of Song et al.'s reference implementation.
 
@@ -103,7 +103,7 @@ def _reverse_sde_solver(process, score_fn: ScoreFn, shape, num_steps: int, denoi
     t_max, t_min = float(process.t_max), float(process.t_min_sample)
     if not t_max > t_min >= 0.0:
         raise ValueError(f"need t_max > t_min_sample >= 0, got {t_max}, {t_min}")
-    grid = jnp.linspace(t_max, t_min, num_steps + 1, dtype=jnp.float32)
+    grid = process.time_grid(num_steps)
 
     def drift(t, x, args):
         return process.reverse_drift(x, t, score_fn(x, t))
