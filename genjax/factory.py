@@ -13,6 +13,8 @@ import inspect
 from typing import Any, Callable, Mapping
 
 from genjax.data import toy
+from genjax.data.checkerboard_oracle import perturbed_checkerboard_log_prob_fn, perturbed_checkerboard_score_fn
+from genjax.data.gaussian_mixture import perturbed_log_prob_fn, perturbed_score_fn
 from genjax.nets.mlp import TimeConditionedMLP
 from genjax.objectives.score_matching import denoising_score_matching_loss
 from genjax.nets.preconditioning import edm_denoiser
@@ -43,6 +45,17 @@ DATASETS: Mapping[str, Callable] = {
     "pinwheel": toy.pinwheel,
     "two_spirals": toy.two_spirals,
     "gaussian_mixture": toy.gaussian_mixture,
+}
+
+# Datasets whose diffused density is known in closed form: name -> (process -> exact score
+# fn, process -> exact log p_t fn), both per example (x, t). Used to compare trained models
+# with the exact score on the same sampler (experiments/toy_vs_oracle.py).
+ORACLES: Mapping[str, tuple[Callable, Callable]] = {
+    "checkerboard": (perturbed_checkerboard_score_fn, perturbed_checkerboard_log_prob_fn),
+    "gaussian_mixture": (
+        lambda process: perturbed_score_fn(toy.gaussian_mixture_oracle(), process),
+        lambda process: perturbed_log_prob_fn(toy.gaussian_mixture_oracle(), process),
+    ),
 }
 
 PROCESSES: Mapping[str, type] = {
@@ -128,6 +141,16 @@ def check_kwargs(fn: Callable, kwargs: Mapping[str, Any], field: str, allowed_hi
 
 def build_dataset(config) -> Callable:
     return lookup(DATASETS, config.data.name, "data.name")
+
+
+def build_oracle(config, process) -> tuple[Callable, Callable]:
+    """(exact score fn, exact log p_t fn) of config.data.name diffused by `process`."""
+    if config.data.name not in ORACLES:
+        raise ConfigError(
+            f"data.name={config.data.name!r} has no exact oracle; datasets with one: {', '.join(sorted(ORACLES))}"
+        )
+    score_fn, log_prob_fn = ORACLES[config.data.name]
+    return score_fn(process), log_prob_fn(process)
 
 
 def build_process(config):

@@ -22,12 +22,15 @@ from genjax.samplers.likelihood import log_likelihood
 from genjax.train.parallel import BATCH_AXES, data_parallel_size
 
 
-def negative_log_likelihood(experiment: Experiment, params, data: np.ndarray, options: dict) -> dict:
+def negative_log_likelihood(experiment: Experiment, params, data: np.ndarray, options: dict,
+                            score_model=None) -> dict:
     """NLL of `data` [N, *shape] in nats/dim (mean and standard error over points), with NFE.
 
     `options` are keyword arguments of `log_likelihood` (divergence, probe, num_probes,
-    solver, rtol, atol, max_steps). Every process must call it; all get the result.
+    solver, rtol, atol, max_steps). `score_model` maps params to a per-example score fn
+    (default `experiment.score_fn`). Every process must call it; all get the result.
     """
+    score_model = experiment.score_fn if score_model is None else score_model
     mesh = experiment.mesh
     num = len(data)
     per_device = -(-num // data_parallel_size(mesh))
@@ -36,7 +39,7 @@ def negative_log_likelihood(experiment: Experiment, params, data: np.ndarray, op
 
     def local(params, x, key):
         first = jax.lax.axis_index(BATCH_AXES) * per_device
-        result = log_likelihood(process, experiment.score_fn(params), x, key, first_index=first, throw=False,
+        result = log_likelihood(process, score_model(params), x, key, first_index=first, throw=False,
                                 **options)
         return result.log_prob, result.nfe, result.successful
 
