@@ -41,24 +41,33 @@ class GaussianMixture:
         noise = jax.random.normal(key_noise, (num, self.dim), dtype=self.means.dtype)
         return self.means[components] + jnp.einsum("nij,nj->ni", chol[components], noise)
 
+    def _whitened(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(L_k, L_k^{-1} (x - mu_k)) per component, Sigma_k = L_k L_k^T (one factorisation,
+        shared by the density and the score)."""
+        chol = jnp.linalg.cholesky(self.covariances)  # [K, D, D]
+        solved = jax.scipy.linalg.solve_triangular(chol, (x - self.means)[..., None], lower=True)
+        return chol, solved
+
+    def _component_log_probs(self, chol: jax.Array, solved: jax.Array) -> jax.Array:
+        log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+        log_normal = -0.5 * (jnp.sum(solved[..., 0] ** 2, -1) + log_det + self.dim * jnp.log(2.0 * jnp.pi))
+        return jnp.log(self.weights) + log_normal
+
     def component_log_probs(self, x: jax.Array) -> jax.Array:
         """log w_k + log N(x; mu_k, Sigma_k) for one point x [D], shape [K]."""
-        chol = jnp.linalg.cholesky(self.covariances)
-        diff = x - self.means  # [K, D]
-        solved = jax.scipy.linalg.solve_triangular(chol, diff[..., None], lower=True)[..., 0]
-        log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-        log_normal = -0.5 * (jnp.sum(solved**2, -1) + log_det + self.dim * jnp.log(2.0 * jnp.pi))
-        return jnp.log(self.weights) + log_normal
+        return self._component_log_probs(*self._whitened(x))
 
     def log_prob(self, x: jax.Array) -> jax.Array:
         """log p(x) for one point x [D] (vmap for batches)."""
         return jax.scipy.special.logsumexp(self.component_log_probs(x))
 
     def score(self, x: jax.Array) -> jax.Array:
-        """grad_x log p(x) = sum_k r_k(x) Sigma_k^{-1} (mu_k - x), r_k the responsibilities."""
-        responsibilities = jax.nn.softmax(self.component_log_probs(x))
-        precision_times_diff = jnp.linalg.solve(self.covariances, (self.means - x)[..., None])[..., 0]
-        return jnp.sum(responsibilities[:, None] * precision_times_diff, axis=0)
+        """grad_x log p(x) = sum_k r_k(x) Sigma_k^{-1} (mu_k - x), r_k the responsibilities;
+        Sigma_k^{-1} (x - mu_k) = L_k^{-T} (L_k^{-1} (x - mu_k)) from the same Cholesky factor."""
+        chol, solved = self._whitened(x)
+        responsibilities = jax.nn.softmax(self._component_log_probs(chol, solved))
+        precision_times_diff = jax.scipy.linalg.solve_triangular(chol, solved, lower=True, trans="T")[..., 0]
+        return -jnp.sum(responsibilities[:, None] * precision_times_diff, axis=0)
 
     def perturbed(self, alpha: jax.Array, sigma: jax.Array) -> "GaussianMixture":
         """The law of alpha x + sigma eps, eps ~ N(0, I): means alpha mu_k, covariances
