@@ -2,12 +2,13 @@
 
 The sample set is split over the mesh's data-parallel axes with `shard_map`: each device
 solves its own examples (per-example `vmap` inside the sampler), so adaptive step control
-stays local to a device and no collective runs inside the solve (the one exception is a
-statistic of the whole sample set a sampler asks for, such as the predictor-corrector's
-"snr_batch" Langevin step, averaged over the mesh through `axis_name`). Example i always uses the
+stays local to a device and no collective runs inside the solve. Example i always uses the
 key fold_in(sample key, i) (`first_index` of each device's slice), so a sample set does not
-depend on the batch size, the number of devices or the number of processes. Samples are
-then gathered to every process; process 0 writes them.
+depend on the batch size, the number of devices or the number of processes. The one
+exception is a sampler that asks for a statistic of the whole sample set, such as the
+predictor-corrector's "snr_batch" Langevin step: it is averaged over the mesh through
+`axis_name`, so the set still does not depend on the device count, but it does (weakly) on
+its size. Samples are then gathered to every process; process 0 writes them.
 """
 from __future__ import annotations
 
