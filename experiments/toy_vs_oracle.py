@@ -13,7 +13,7 @@ of normal interval masses, or the Gaussian mixture), this
   2. runs every sampler of config.evaluate.samplers twice, with the same options, keys and
      prior draws: with the trained model (EMA weights) and with the exact score of the
      diffused data set. Both are scored against the same fresh data (sliced Wasserstein,
-     unbiased MMD), beside the noise floor of a second fresh data set;
+     unbiased MMD), beside the noise floor (mean and sd over 5 further fresh data sets);
   3. measures the NLL of the same held-out points three ways: the model through the
      probability-flow ODE (config.evaluate.likelihood, the process prior at T: the number
      `--mode=evaluate` reports); the exact score through the same ODE, solver and prior
@@ -42,6 +42,8 @@ from absl import app, flags
 
 _DEFAULT_CONFIGS = ("configs/default.py", "configs/vp_likelihood.py", "configs/ve.py", "configs/subvp.py",
                     "configs/edm.py")
+
+NUM_FLOOR_SETS = 5  # fresh data sets against the reference: the noise floor's mean and spread
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Root directory: one run directory per config, and the table.")
@@ -90,13 +92,16 @@ def compare(config_path: str, root: str, previous: dict | None) -> dict:
     params = state.ema_params
 
     num = FLAGS.num_samples or config.evaluate.num_samples
-    reference = experiment.reference_data(2 * num)
-    reference, second_reference = reference[:num], reference[num:]
+    reference = experiment.reference_data((1 + NUM_FLOOR_SETS) * num)
+    reference, fresh_sets = reference[:num], reference[num:].reshape(NUM_FLOOR_SETS, num, *reference.shape[1:])
     metrics_key = derive_key(config.seed, "metrics")
+    floor = [sample_quality(metrics_key, fresh, reference) for fresh in fresh_sets]
     result = {"config": config_path, "process": config.process.name, "dataset": config.data.name,
               "objective": dict(config.objective.kwargs), "trained_steps": int(config.training.num_steps),
               "train_seconds": seconds, "num_samples": num,
-              "floor": sample_quality(metrics_key, second_reference, reference), "samplers": {}}
+              "floor": {**{k: float(np.mean([f[k] for f in floor])) for k in ("swd", "mmd")},
+                        **{f"{k}_sd": float(np.std([f[k] for f in floor], ddof=1)) for k in ("swd", "mmd")}},
+              "samplers": {}}
     for sampler in evaluation_samplers(config):
         row = {}
         for label, score_model in (("model", None), ("exact", lambda _: exact_score)):
@@ -132,12 +137,14 @@ def compare(config_path: str, root: str, previous: dict | None) -> dict:
 def markdown(results: dict) -> str:
     lines = ["# Trained toy models beside the exact score", "",
              "Sample quality: distances to fresh data (SWD sliced Wasserstein, MMD unbiased squared MMD); the same "
-             "sampler, options and keys for the trained model and the exact score.", "",
+             "sampler, options, keys and prior draws for the trained model and the exact score, so the two "
+             "columns are a paired comparison; the floor is the mean +- sd over 5 fresh data sets.", "",
              "| config | process | train time (s) | sampler | NFE model / exact | SWD model | SWD exact | "
              "MMD model | MMD exact | floor SWD / MMD |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        floor = f"{r['floor']['swd']:.4f} / {r['floor']['mmd']:.5f}"
+        floor = (f"{r['floor']['swd']:.4f} +- {r['floor']['swd_sd']:.4f} / "
+                 f"{r['floor']['mmd']:.5f} +- {r['floor']['mmd_sd']:.5f}")
         for sampler, row in r["samplers"].items():
             m, e = row["model"], row["exact"]
             lines.append(f"| {name} | {r['process']} | {r['train_seconds']:.0f} | {sampler} | "
