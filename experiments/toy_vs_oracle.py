@@ -60,7 +60,7 @@ def load_config(path: str):
     return module.get_config()
 
 
-def train_seconds(experiment, workdir: str, previous: dict | None):
+def train_timed(experiment, workdir: str, previous: dict | None):
     """Train (or resume) the run: (final state, its wall time or the time recorded when it
     was trained by an earlier call)."""
     from genjax.train.loop import save_resolved_config, train
@@ -88,7 +88,7 @@ def compare(config_path: str, root: str, previous: dict | None) -> dict:
     exact_score, exact_log_prob = factory.build_oracle(config, experiment.process)
     workdir = os.path.join(root, name)
     os.makedirs(workdir, exist_ok=True)
-    state, seconds = train_seconds(experiment, workdir, previous)
+    state, seconds = train_timed(experiment, workdir, previous)
     params = state.ema_params
 
     num = FLAGS.num_samples or config.evaluate.num_samples

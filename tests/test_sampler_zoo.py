@@ -104,7 +104,7 @@ def chain_bias(process, name, mu, s):
     t_min = grid[-1]
     std_T = float(process.prior_std()) if hasattr(process, "prior_std") else 1.0
     m, v = np.zeros_like(mu), std_T**2
-    predictor = kwargs.get("predictor", "ddim") if sampler is sample_predictor_corrector else "ddim"
+    predictor = kwargs.get("predictor", "reverse_diffusion") if sampler is sample_predictor_corrector else "ddim"
     corrector = kwargs.get("corrector", "langevin") if sampler is sample_predictor_corrector else "none"
     snr, corrector_steps = kwargs.get("snr", 0.16), kwargs.get("corrector_steps", 1)
 

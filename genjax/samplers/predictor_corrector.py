@@ -3,7 +3,8 @@ Stochastic Differential Equations", section 4.2, Algorithms 2-5 and appendix G).
 
 Written once for every process with a Gaussian kernel x_t = alpha(t) x_0 + sigma(t) eps.
 The grid is the process's `time_grid`, T = t_0 > t_1 > ... > t_N = t_min_sample (uniform in
-t; rho-spaced in sigma for EDM); step k goes from t = t_k to s = t_{k+1} with a predictor (score at (x, t)), then runs `corrector_steps`
+t; rho-spaced in sigma for EDM); step k goes from t = t_k to s = t_{k+1} with a predictor
+(score at (x, t)), then runs `corrector_steps`
 Langevin corrections at the new time s (Algorithms 2 and 3: predict, then correct).
 
 The kernel between grid times. For s < t the forward kernel from x_s to x_t is Gaussian,
