@@ -17,13 +17,20 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.base import DiffusionProcess, standard_normal_log_prob
+from genjax.processes.base import DiffusionProcess, require, standard_normal_log_prob
 
 
 @dataclasses.dataclass(frozen=True)
 class VPSDE(DiffusionProcess):
     beta_min: float = 0.1
     beta_max: float = 20.0
+
+    def __post_init__(self):
+        """0 <= beta_min <= beta_max and beta_max > 0 (beta_min = beta_max: an OU process)."""
+        super().__post_init__()
+        require(self.beta_min >= 0, f"beta_min={self.beta_min!r} must be >= 0")
+        require(self.beta_max > 0 and self.beta_max >= self.beta_min,
+                f"beta_max={self.beta_max!r} must be > 0 and >= beta_min={self.beta_min!r}")
 
     def beta(self, t: jax.Array) -> jax.Array:
         return self.beta_min + t * (self.beta_max - self.beta_min)
