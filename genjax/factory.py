@@ -37,14 +37,20 @@ class ConfigError(ValueError):
 
 
 def option_error(section: str, options: Mapping[str, Any], error: Exception) -> ConfigError:
-    """A ConfigError, on one line, for the ValueError a constructor or a sampler raised on
-    the options of config section `section`. The field is named when the message names
-    exactly one option: "<section>.<name>=<value>: <message>"; else "<section>: <message>"."""
+    """A ConfigError, on one line, for the error a constructor or a sampler raised on
+    the options of config section `section`. The field is named when the message points
+    to exactly one option (its name and value, or its string value, appear in it):
+    "<section>.<name>=<value>: <message>"; otherwise "<section>: <message>"."""
     message = " ".join(str(error).split())
+    if not isinstance(error, ValueError):
+        message = f"{type(error).__name__}: {message}"
     for name in options:
         if message.startswith(f"{name}="):
             return ConfigError(f"{section}.{message}")
-    named = [name for name in options if re.search(rf"\b{re.escape(name)}\b", message)]
+    named = [name for name, value in options.items()
+             if re.search(rf"\b{re.escape(name)}\b", message) and repr(value) in message]
+    if len(named) != 1:
+        named = [name for name, value in options.items() if isinstance(value, str) and repr(value) in message]
     if len(named) == 1:
         return ConfigError(f"{section}.{named[0]}={options[named[0]]!r}: {message}")
     return ConfigError(f"{section}: {message}")
