@@ -31,8 +31,11 @@ BAD_VALUES = [
     ("samplers.ddim.eta", 1.5, "samplers.ddim.eta=1.5 must lie in [0, 1]"),
     ("samplers.edm_heun.rho", -7.0, "samplers.edm_heun.rho=-7.0 must be > 0"),
     ("samplers.edm_heun.s_churn", -1.0, "samplers.edm_heun.s_churn=-1.0 must be >= 0"),
-    ("process.kwargs.beta_max", -3.0, "process.kwargs.beta_max=-3.0 must be > 0 and >= beta_min=0.1"),
+    ("process.kwargs.beta_max", -3.0, "process.kwargs.beta_max=-3.0 must be > 0, finite and >= beta_min=0.1"),
     ("process.kwargs.beta_min", -0.1, "process.kwargs.beta_min=-0.1 must be >= 0"),
+    ("process.kwargs.beta_max", float("inf"), "process.kwargs.beta_max=inf must be > 0, finite"),
+    ("process.kwargs.t_max", float("nan"), "process.kwargs.t_max=nan must be > 0 and finite"),
+    ("process.kwargs.t_min_train", 0.0, "process.kwargs.t_min_train=0.0 must lie in (0, t_max=1.0)"),
     ("process.kwargs.t_min_sample", 1.5, "process.kwargs.t_min_sample=1.5 must lie in [0, t_max=1.0)"),
     ("objective.kwargs.weighting", "snr", "objective.kwargs.weighting='snr': unknown DSM weighting"),
     ("objective.kwargs.reduce", "max", "objective.kwargs.reduce='max': unknown reduction"),
@@ -60,7 +63,7 @@ BAD_VALUES = [
 
 EDM_BAD_VALUES = [
     ("sigma_min", 0.0, "process.kwargs.sigma_min=0.0 must be > 0"),
-    ("sigma_max", 0.001, "process.kwargs.sigma_max=0.001 must be > sigma_min=0.002"),
+    ("sigma_max", 0.001, "process.kwargs.sigma_max=0.001 must be finite and > sigma_min=0.002"),
     ("sigma_data", -0.5, "process.kwargs.sigma_data=-0.5 must be > 0"),
     ("p_std", 0.0, "process.kwargs.p_std=0.0 must be > 0"),
     ("rho", 0.0, "process.kwargs.rho=0.0 must be > 0"),
@@ -106,7 +109,7 @@ def test_ve_sigma_range_is_checked():
     config = tiny_config()
     config.process.name = "ve"
     config.process.kwargs = {"sigma_min": 5.0, "sigma_max": 1.0}
-    assert rejection(config).startswith("process.kwargs.sigma_max=1.0 must be > sigma_min=5.0")
+    assert rejection(config).startswith("process.kwargs.sigma_max=1.0 must be finite and > sigma_min=5.0")
 
 
 def test_sampler_options_are_checked_where_the_run_uses_the_sampler_only():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,7 @@ class DiffusionProcess(abc.ABC):
     def __post_init__(self):
         """Checks the time range: 0 < t_min_train < t_max and 0 <= t_min_sample < t_max
         (t_min_train > 0 keeps sigma(t) > 0 in the training loss)."""
-        require(self.t_max > 0, f"t_max={self.t_max!r} must be > 0")
+        require(0 < self.t_max < math.inf, f"t_max={self.t_max!r} must be > 0 and finite")
         require(0 < self.t_min_train < self.t_max,
                 f"t_min_train={self.t_min_train!r} must lie in (0, t_max={self.t_max!r})")
         require(0 <= self.t_min_sample < self.t_max,

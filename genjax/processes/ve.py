@@ -41,8 +41,8 @@ class VESDE(DiffusionProcess):
         """0 < sigma_min < sigma_max."""
         super().__post_init__()
         require(self.sigma_min > 0, f"sigma_min={self.sigma_min!r} must be > 0")
-        require(self.sigma_max > self.sigma_min,
-                f"sigma_max={self.sigma_max!r} must be > sigma_min={self.sigma_min!r}")
+        require(self.sigma_min < self.sigma_max < math.inf,
+                f"sigma_max={self.sigma_max!r} must be finite and > sigma_min={self.sigma_min!r}")
 
     @property
     def log_ratio(self) -> float:

@@ -13,6 +13,7 @@ and the prior is N(0, I). Defaults beta_min = 0.1, beta_max = 20 are the paper's
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +30,8 @@ class VPSDE(DiffusionProcess):
         """0 <= beta_min <= beta_max and beta_max > 0 (beta_min = beta_max: an OU process)."""
         super().__post_init__()
         require(self.beta_min >= 0, f"beta_min={self.beta_min!r} must be >= 0")
-        require(self.beta_max > 0 and self.beta_max >= self.beta_min,
-                f"beta_max={self.beta_max!r} must be > 0 and >= beta_min={self.beta_min!r}")
+        require(0 < self.beta_max < math.inf and self.beta_max >= self.beta_min,
+                f"beta_max={self.beta_max!r} must be > 0, finite and >= beta_min={self.beta_min!r}")
 
     def beta(self, t: jax.Array) -> jax.Array:
         return self.beta_min + t * (self.beta_max - self.beta_min)
