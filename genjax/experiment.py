@@ -9,8 +9,8 @@ constructors of the process and network, which check their own parameters; and, 
 sampler options, the objective options and the likelihood options, an abstract trace
 (`jax.eval_shape`) of the sampler, loss or likelihood with a stand-in score function that
 stops the trace at its first call. Every check those functions make on their arguments
-comes before their first score evaluation, so all of them run at build time, in
-milliseconds, and the options are validated by the code that uses them, not by a copy of
+comes before their first score evaluation, so all of them run at build time (about 0.1 s
+per function) and the options are validated by the code that uses them, not by a copy of
 its rules.
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _check_fields(config) -> None:
     try:
         derive_key(config.seed, "init")
     except (OverflowError, TypeError):
-        raise ConfigError(f"seed={config.seed!r} must be an integer in [0, 2**63)") from None
+        raise ConfigError(f"seed={config.seed!r} must be an integer that fits in 64 bits") from None
 
 
 class _ScoreCalled(Exception):
@@ -93,7 +93,7 @@ def _stand_in_score(x, t):
 
 def _check_by_tracing(section: str, options, fn: Callable[[], Any]) -> None:
     """Trace fn() abstractly up to its first call of `_stand_in_score`, so that the checks
-    it makes on its arguments run now; their ValueError becomes a ConfigError naming
+    it makes on its arguments run now; the error they raise becomes a ConfigError naming
     `section`.<option>."""
     try:
         jax.eval_shape(fn)
