@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 from typing import Any, Callable, Mapping
 
 from genjax.data import toy
@@ -33,6 +34,26 @@ from genjax.train import parallel
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the valid choices."""
+
+
+def option_error(section: str, options: Mapping[str, Any], error: Exception) -> ConfigError:
+    """A ConfigError, on one line, for the error a constructor or a sampler raised on
+    the options of config section `section`. The field is named when the message points
+    to exactly one option (its name and value, or its string value, appear in it):
+    "<section>.<name>=<value>: <message>"; otherwise "<section>: <message>"."""
+    message = " ".join(str(error).split())
+    if not isinstance(error, ValueError):
+        message = f"{type(error).__name__}: {message}"
+    for name in options:
+        if message.startswith(f"{name}="):
+            return ConfigError(f"{section}.{message}")
+    named = [name for name, value in options.items()
+             if re.search(rf"\b{re.escape(name)}\b", message) and repr(value) in message]
+    if len(named) != 1:
+        named = [name for name, value in options.items() if isinstance(value, str) and repr(value) in message]
+    if len(named) == 1:
+        return ConfigError(f"{section}.{named[0]}={options[named[0]]!r}: {message}")
+    return ConfigError(f"{section}: {message}")
 
 
 # Each dataset: (key, num) -> [num, 2] float32, deterministic in the key.
@@ -154,8 +175,14 @@ def build_oracle(config, process) -> tuple[Callable, Callable]:
 
 
 def build_process(config):
+    """The process; ConfigError if a parameter is out of its range (checked by the
+    process's constructor)."""
     cls = lookup(PROCESSES, config.process.name, "process.name")
-    return cls(**check_kwargs(cls, config.process.kwargs, "process.kwargs"))
+    kwargs = check_kwargs(cls, config.process.kwargs, "process.kwargs")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as error:
+        raise option_error("process.kwargs", kwargs, error) from None
 
 
 def build_network(config):

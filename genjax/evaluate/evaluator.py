@@ -77,7 +77,12 @@ def format_table(results: dict) -> str:
         nll = results["likelihood"]
         lines.append(
             f"NLL of {nll['num_points']} held-out points: {nll['nll_nats_per_dim']:.4f} +- "
-            f"{nll['nll_standard_error']:.4f} nats/dim (probability-flow ODE, mean NFE {nll['nfe_mean']:.1f}; "
-            f"the prior alone: {nll['prior_nll_nats_per_dim']:.4f})"
+            f"{nll['nll_standard_error']:.4f} nats/dim (probability-flow ODE, mean NFE {nll['nfe_mean']:.1f}, "
+            f"{nll['failed_points']} failed solves; the prior alone: {nll['prior_nll_nats_per_dim']:.4f})"
         )
+        if nll["failed_points"]:
+            lines.append(
+                f"NLL not available: the ODE solve failed for {nll['failed_points']} of {nll['num_points']} points; "
+                "raise evaluate.likelihood.max_steps or loosen its rtol/atol"
+            )
     return "\n".join(lines)

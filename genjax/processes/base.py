@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,15 @@ class DiffusionProcess(abc.ABC):
     t_max: float = 1.0
     t_min_train: float = 1e-5
     t_min_sample: float = 1e-3
+
+    def __post_init__(self):
+        """Checks the time range: 0 < t_min_train < t_max and 0 <= t_min_sample < t_max
+        (t_min_train > 0 keeps sigma(t) > 0 in the training loss)."""
+        require(0 < self.t_max < math.inf, f"t_max={self.t_max!r} must be > 0 and finite")
+        require(0 < self.t_min_train < self.t_max,
+                f"t_min_train={self.t_min_train!r} must lie in (0, t_max={self.t_max!r})")
+        require(0 <= self.t_min_sample < self.t_max,
+                f"t_min_sample={self.t_min_sample!r} must lie in [0, t_max={self.t_max!r})")
 
     # --- the SDE -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -98,6 +108,16 @@ class DiffusionProcess(abc.ABC):
     def probability_flow_drift(self, x: jax.Array, t: jax.Array, score: jax.Array) -> jax.Array:
         """Velocity of the probability-flow ODE, f - g^2 score / 2 (Song et al. eq. 13)."""
         return self.drift(x, t) - 0.5 * self.diffusion(t) ** 2 * score
+
+
+def require(condition, message: str) -> None:
+    """ValueError(message) unless `condition` holds. A NaN parameter fails every check
+    written as `value > bound`. A traced condition (parameters under a jax transform)
+    is not checked."""
+    if isinstance(condition, jax.core.Tracer):
+        return
+    if not condition:
+        raise ValueError(message)
 
 
 def standard_normal_log_prob(z: jax.Array) -> jax.Array:

@@ -26,11 +26,12 @@ The fields t_max, t_min_train and t_min_sample are derived from sigma_max and si
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.base import DiffusionProcess, standard_normal_log_prob
+from genjax.processes.base import DiffusionProcess, require, standard_normal_log_prob
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +54,18 @@ class EDMProcess(DiffusionProcess):
     t_min_sample: float = dataclasses.field(default=0.002, init=False)
 
     def __post_init__(self):
+        require(self.sigma_min > 0, f"sigma_min={self.sigma_min!r} must be > 0")
+        require(self.sigma_min < self.sigma_max < math.inf,
+                f"sigma_max={self.sigma_max!r} must be finite and > sigma_min={self.sigma_min!r}")
+        require(self.sigma_data > 0, f"sigma_data={self.sigma_data!r} must be > 0")
+        require(self.p_std > 0, f"p_std={self.p_std!r} must be > 0")
+        require(abs(self.p_mean) < math.inf, f"p_mean={self.p_mean!r} must be finite")
+        require(self.rho > 0, f"rho={self.rho!r} must be > 0")
         object.__setattr__(self, "t_max", float(self.sigma_inverse(jnp.float32(self.sigma_max))))
         t_min = float(self.sigma_inverse(jnp.float32(self.sigma_min)))
         object.__setattr__(self, "t_min_train", t_min)
         object.__setattr__(self, "t_min_sample", t_min)
+        super().__post_init__()
 
     # --- schedules (override together for another formulation) -----------------------------
     def sigma(self, t: jax.Array) -> jax.Array:

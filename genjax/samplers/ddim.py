@@ -79,6 +79,8 @@ def sample_ddim(
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if eta < 0.0:
         raise ValueError(f"eta must be >= 0, got {eta}")
+    if not eta <= 1.0:
+        raise ValueError(f"eta={eta!r} must lie in [0, 1] (0: deterministic DDIM, 1: ancestral)")
     t_max, t_min = float(process.t_max), float(process.t_min_sample)
     if not t_max > t_min > 0.0:
         raise ValueError(f"need t_max > t_min_sample > 0, got {t_max}, {t_min}")

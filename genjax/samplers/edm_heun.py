@@ -131,6 +131,17 @@ def sample_edm_heun(
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if not rho > 0:
+        raise ValueError(f"rho={rho!r} must be > 0")
+    if sigma_min is not None and not sigma_min > 0:
+        raise ValueError(f"sigma_min={sigma_min!r} must be > 0")
+    if sigma_max is not None and not sigma_max > (0 if sigma_min is None else sigma_min):
+        raise ValueError(f"sigma_max={sigma_max!r} must be > 0 and > sigma_min={sigma_min!r}")
+    for name, value in (("s_churn", s_churn), ("s_noise", s_noise), ("s_tmin", s_tmin)):
+        if not value >= 0:
+            raise ValueError(f"{name}={value!r} must be >= 0")
+    if not s_tmax >= s_tmin:
+        raise ValueError(f"s_tmax={s_tmax!r} must be >= s_tmin={s_tmin!r}")
     shape = tuple(shape)
     t_max = jnp.float32(process.t_max)
     level_at_t_max = sigma_tilde(process, t_max)

@@ -79,7 +79,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax.samplers.prior import example_keys
-from genjax.samplers.probability_flow import evaluations_per_solve
+from genjax.samplers.probability_flow import check_solver_options, evaluations_per_solve
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -203,6 +203,7 @@ def log_likelihood(
         raise ValueError("divergence='hutchinson' needs a key for its probes")
     if probe not in PROBES:
         raise ValueError(f"unknown probe {probe!r}; choose one of {PROBES}")
+    check_solver_options(rtol, atol, max_steps)
 
     solve = _augmented_solver(
         process, score_fn, solver.lower(), rtol, atol, max_steps, t0, exact, terminal_log_prob
