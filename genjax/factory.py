@@ -186,8 +186,14 @@ def build_process(config):
 
 
 def build_network(config):
+    """The network; ConfigError if a hyperparameter is out of its range (checked by the
+    network's constructor)."""
     cls = lookup(NETWORKS, config.model.name, "model.name")
-    return cls(**check_kwargs(cls, config.model.kwargs, "model.kwargs"))
+    kwargs = check_kwargs(cls, config.model.kwargs, "model.kwargs")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as error:
+        raise option_error("model.kwargs", kwargs, error) from None
 
 
 def build_score_fn(config, process, network_fn):

@@ -55,8 +55,11 @@ BAD_VALUES = [
     ("evaluate.likelihood.num_probes", 4, "evaluate.likelihood: num_probes is for divergence='hutchinson'"),
     ("evaluate.likelihood.rtol", -1.0, "evaluate.likelihood.rtol=-1.0 must be >= 0"),
     ("evaluate.likelihood.max_steps", 0, "evaluate.likelihood.max_steps=0 must be an integer >= 1"),
-    ("model.kwargs.embedding", "learned", "model.kwargs.embedding='learned': unknown time embedding"),
-    ("model.kwargs.embedding_dim", 15, "model.kwargs: sinusoidal embedding width must be even, got 15"),
+    ("model.kwargs.embedding", "learned", "model.kwargs.embedding='learned' is not known"),
+    ("model.kwargs.embedding_dim", 15, "model.kwargs.embedding_dim=15 must be a positive even integer"),
+    ("model.kwargs.hidden_dim", 0, "model.kwargs.hidden_dim=0 must be a positive integer"),
+    ("model.kwargs.num_layers", -1, "model.kwargs.num_layers=-1 must be a non-negative integer"),
+    ("model.kwargs.time_scale", 0.0, "model.kwargs.time_scale=0.0 must be positive and finite"),
     ("sharding.fsdp_min_size", -1, "sharding.fsdp_min_size=-1 must be a non-negative integer"),
     ("seed", 2**64, "seed=18446744073709551616 must be an integer"),
 ]
