@@ -185,7 +185,8 @@ def markdown(results: dict) -> str:
         lines += ["", f"Per-device memory of the train step, {m['config']} "
                   f"({m['rows'][0]['parameters'] / 1e6:.1f}M parameters, global batch {m['global_batch']}; compiled, "
                   f"not run, on {m['platform']} devices). 'State' is the shard-shape estimate (parameters + EMA + "
-                  "Adam); the next columns are XLA's accounting of the compiled step; measured peak: "
+                  "Adam); the next columns are XLA's accounting of the compiled step (total: arguments + temporaries "
+                  "+ outputs not donated into the arguments' buffers; XLA's own peak estimate beside it); measured peak: "
                   f"{measured}. MiB per device.", "",
                   "| layout | devices | mesh (data x fsdp x tensor) | state (shard shapes) | x of 1 device | XLA arguments "
                   "| XLA outputs (donated) | XLA temporaries | XLA total | XLA peak estimate | measured peak |",
