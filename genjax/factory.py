@@ -133,6 +133,7 @@ SAMPLERS: Mapping[str, Callable] = {
 SHARDING_RULES: Mapping[str, Callable] = {
     "replicated": parallel.replicate_all,
     "fsdp": parallel.fsdp_largest_dim,
+    "fsdp_tensor": parallel.fsdp_tensor,
 }
 
 
