@@ -210,8 +210,19 @@ def build_objective(config) -> Callable:
     return functools.partial(fn, **kwargs)
 
 
+# Rules that place parameters along the `tensor` mesh axis; with any other rule a tensor
+# axis above 1 would only repeat the same work on every one of its devices.
+TENSOR_PARALLEL_RULES = ("fsdp_tensor",)
+
+
 def build_sharding_rule(config, mesh):
     rule = lookup(SHARDING_RULES, config.sharding.params, "sharding.params")
+    tensor = mesh.shape[parallel.TENSOR_AXIS]
+    if tensor > 1 and config.sharding.params not in TENSOR_PARALLEL_RULES:
+        raise ConfigError(
+            f"mesh.tensor={tensor} has no effect with sharding.params={config.sharding.params!r} (every tensor "
+            f"device would repeat the same work); use sharding.params='fsdp_tensor' or set mesh.tensor=1"
+        )
     return rule(mesh, config.sharding.fsdp_min_size)
 
 

@@ -60,6 +60,7 @@ BAD_VALUES = [
     ("model.kwargs.hidden_dim", 0, "model.kwargs.hidden_dim=0 must be a positive integer"),
     ("model.kwargs.num_layers", -1, "model.kwargs.num_layers=-1 must be a non-negative integer"),
     ("model.kwargs.time_scale", 0.0, "model.kwargs.time_scale=0.0 must be positive and finite"),
+    ("mesh.tensor", 2, "mesh.tensor=2 has no effect with sharding.params='replicated'"),
     ("sharding.fsdp_min_size", -1, "sharding.fsdp_min_size=-1 must be a non-negative integer"),
     ("seed", 2**64, "seed=18446744073709551616 must be an integer"),
 ]
