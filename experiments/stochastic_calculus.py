@@ -35,7 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from genjax.data.gaussian_mixture import make_gaussian_mixture  # noqa: E402
+from genjax.data.gaussian_mixture import make_gaussian_mixture, perturbed_score_fn  # noqa: E402
 from genjax.processes import VPSDE  # noqa: E402
 from genjax.stochastic import (  # noqa: E402
     brownian,
@@ -741,7 +741,7 @@ def study_time_reversal(key, sizes: Sizes, workdir: str) -> list[Row]:
     forward = jax.jit(lambda k, x: sde_solvers.simulate_paths(k, forward_drift, forward_diffusion, x, times, num_steps, "shark"))(
         k_forward, mixture.sample(k_data, num_paths))[..., 0]
     start = marginal(t_max).sample(k_prior, num_paths)
-    with_score = reverse(time_reversal.diagonal_mixture_score(mixture, process), start, k_reverse)
+    with_score = reverse(perturbed_score_fn(mixture, process), start, k_reverse)
     without_score = reverse(time_reversal.zero_score, start, k_reverse)
 
     def ks_over_time(samples):

@@ -48,18 +48,15 @@ it is read off diffrax's step counter, one drift evaluation per Euler step.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import diffrax
 import jax
 import jax.numpy as jnp
-import lineax
 
-from genjax.processes.views import denoised_from_score
+from genjax.processes.views import ScoreFn, denoised_from_score
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
-
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+from genjax.stochastic.sde_solvers import sde_terms
+from genjax.stochastic.time_reversal import forward_sde
 
 
 def sample_reverse_sde(
@@ -108,17 +105,14 @@ def _reverse_sde_solver(process, score_fn: ScoreFn, shape, num_steps: int, denoi
         raise ValueError(f"need t_max > t_min_sample >= 0, got {t_max}, {t_min}")
     grid = process.time_grid(num_steps)
 
-    def drift(t, x, args):
+    def drift(t, x):
         return process.reverse_drift(x, t, score_fn(x, t))
 
-    def diffusion(t, x, args):
-        # g(t) I as a diagonal operator: the noise enters elementwise, for any example shape.
-        diagonal = jnp.broadcast_to(process.diffusion(t), x.shape).astype(x.dtype)
-        return lineax.DiagonalLinearOperator(diagonal)
+    _, diffusion = forward_sde(process)  # the reverse SDE has the forward g(t) I
 
     def solve(x_T, key):
         brownian = diffrax.UnsafeBrownianPath(shape=jax.ShapeDtypeStruct(shape, x_T.dtype), key=key)
-        terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, brownian))
+        terms = sde_terms(drift, diffusion, brownian)
         sol = diffrax.diffeqsolve(
             terms,
             diffrax.Euler(),
