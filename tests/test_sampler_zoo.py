@@ -544,7 +544,9 @@ def test_bad_arguments():
 # --- the reverse SDE's final denoising -------------------------------------------------------
 
 
-@pytest.mark.parametrize("process_name", list(PROCESSES))
+@pytest.mark.parametrize(
+    "process_name", [pytest.param(p, marks=() if p in ("edm", "subvp") else pytest.mark.slow) for p in PROCESSES]
+)
 def test_reverse_sde_final_step_is_the_posterior_mean(process_name):
     """With the exact score of a narrow Gaussian N(c, s0^2 I), `denoise_final` must map the
     chain's last state x_N (drawn with the same key, without denoising) to the posterior mean
