@@ -41,7 +41,7 @@ def test_entrypoint_runs_cheap_studies(tmp_path):
 
 @pytest.mark.slow
 def test_entrypoint_runs_every_study_at_tiny_sizes(tmp_path):
-    result = run_studies(f"--workdir={tmp_path}", *TINY)
+    result = run_studies(f"--workdir={tmp_path}", *TINY, timeout=1200)  # minutes on a loaded 2-core machine
     assert result.returncode == 0, result.stderr[-3000:]
     studies = ["random_walk", "brownian", "sde_convergence", "ito", "fokker_planck", "markov", "backward_kolmogorov", "time_reversal"]
     check_outputs(str(tmp_path), studies)
