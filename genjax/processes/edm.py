@@ -34,6 +34,15 @@ import jax.numpy as jnp
 from genjax.processes.base import DiffusionProcess, require, standard_normal_log_prob
 
 
+def rho_grid(num_steps: int, sigma_min, sigma_max, rho: float) -> jax.Array:
+    """Karras et al. eq. 5: sigma_i = (sigma_max^(1/rho) + i / (N - 1) (sigma_min^(1/rho) -
+    sigma_max^(1/rho)))^rho, i = 0 .. N - 1, from sigma_0 = sigma_max down to sigma_{N-1} =
+    sigma_min (float32; N = `num_steps`)."""
+    i = jnp.arange(num_steps, dtype=jnp.float32)
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    return (hi + i / max(num_steps - 1, 1) * (lo - hi)) ** rho
+
+
 @dataclasses.dataclass(frozen=True)
 class EDMProcess(DiffusionProcess):
     """Attributes:
@@ -111,13 +120,9 @@ class EDMProcess(DiffusionProcess):
 
     # --- discretisation and training distribution ------------------------------------------
     def sigma_steps(self, num_steps: int, rho: float | None = None) -> jax.Array:
-        """Karras et al. eq. 5: sigma_i = (sigma_max^(1/rho) + i / (N - 1)
-        (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho for i = 0 .. N - 1, decreasing from
-        sigma_max to sigma_min (the final step to sigma = 0 is not included)."""
-        rho = self.rho if rho is None else rho
-        i = jnp.arange(num_steps, dtype=jnp.float32)
-        lo, hi = self.sigma_min ** (1.0 / rho), self.sigma_max ** (1.0 / rho)
-        return (hi + i / max(num_steps - 1, 1) * (lo - hi)) ** rho
+        """`rho_grid` from sigma_max to sigma_min (eq. 5; the final step to sigma = 0 is not
+        included)."""
+        return rho_grid(num_steps, self.sigma_min, self.sigma_max, self.rho if rho is None else rho)
 
     def time_steps(self, num_steps: int, rho: float | None = None) -> jax.Array:
         """The times t_i = sigma^{-1}(sigma_i) of `sigma_steps`."""

@@ -27,17 +27,13 @@ References:
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.views import denoised_from_score, noise_from_score
+from genjax.processes.views import ScoreFn, denoised_from_score, noise_from_score
 from genjax.samplers.predictor_corrector import transition_coefficients
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
-
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def ddim_step(process, x_t, score, t, s, eta, z):

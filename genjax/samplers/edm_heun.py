@@ -46,16 +46,14 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.views import denoised_from_score, sigma_tilde_from_coefficients
+from genjax.processes.edm import rho_grid
+from genjax.processes.views import ScoreFn, denoised_from_score, sigma_tilde_from_coefficients
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
-
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def sigma_tilde(process, t: jax.Array) -> jax.Array:
@@ -86,13 +84,6 @@ def time_of_sigma_tilde(process, level: jax.Array, iterations: int = 64) -> jax.
         return 0.5 * (lo + hi)
 
     return jax.vmap(one)(level.ravel()).reshape(level.shape)
-
-
-def rho_grid(num_steps: int, sigma_min: float, sigma_max: float, rho: float) -> jax.Array:
-    """Karras et al. eq. 5: sigma_0 = sigma_max > ... > sigma_{N-1} = sigma_min."""
-    i = jnp.arange(num_steps, dtype=jnp.float32)
-    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
-    return (hi + i / max(num_steps - 1, 1) * (lo - hi)) ** rho
 
 
 def sample_edm_heun(

@@ -88,16 +88,13 @@ References:
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.views import denoised_from_score
+from genjax.processes.views import ScoreFn, denoised_from_score
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
 
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral", "none")
 CORRECTORS = ("langevin", "none")

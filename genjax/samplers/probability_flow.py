@@ -43,17 +43,15 @@ a runtime error is unwelcome, pass `throw=False` and check `result.successful`.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from genjax.processes.views import ScoreFn, velocity_fn_from_score_fn
 from genjax.samplers.prior import example_keys, sample_prior
 from genjax.samplers.result import SampleResult
 
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 # name -> (solver class, number of stages, FSAL, adaptive)
 _SOLVERS = {
@@ -183,8 +181,10 @@ def _probability_flow_solver(process, score_fn: ScoreFn, solver, rtol, atol, max
         dt0, t0, t1 = None, grid[0], grid[-1]
         max_steps = num_steps
 
+    velocity_fn = velocity_fn_from_score_fn(process, score_fn)
+
     def velocity(t, x, args):
-        return process.probability_flow_drift(x, t, score_fn(x, t))
+        return velocity_fn(x, t)
 
     def solve(x_T):
         sol = diffrax.diffeqsolve(
