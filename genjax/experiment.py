@@ -26,6 +26,7 @@ import numpy as np
 from genjax import factory
 from genjax.data.stream import ArrayStream
 from genjax.factory import ConfigError
+from genjax.processes.views import ScoreFn
 from genjax.samplers.likelihood import log_likelihood
 from genjax.train import parallel
 from genjax.train.optimizer import SCHEDULES, make_optimizer
@@ -139,7 +140,7 @@ class Experiment:
     data_shape: tuple[int, ...]
 
     # --- the model as functions -----------------------------------------------------------
-    def score_fn(self, params) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    def score_fn(self, params) -> ScoreFn:
         """Per-example score (x, t) -> s of the network with `params`."""
 
         def network_fn(x, t):
