@@ -65,7 +65,8 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
 
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".strip()
+    first = text.splitlines()[0].split(" See full TensorStore details")[0] if text else ""
+    return f"{type(error).__name__}: {first[:200]}".strip()
 
 
 def _restore_step(manager: ocp.CheckpointManager, abstract_state: Any, step: int) -> tuple[Any, dict]:
