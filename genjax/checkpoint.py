@@ -17,7 +17,12 @@ culprit, and nothing is moved.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
+import os
+import sys
+import tempfile
 import time
 from typing import Any
 
@@ -135,6 +140,25 @@ def _quarantine(manager: ocp.CheckpointManager, step: int) -> str:
     return str(target)
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 while damaged steps are probed: a failed tensorstore read
+    prints tracebacks from its own threads (callbacks into a closed asyncio loop) that are
+    noise once the failure has been caught and reported in one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            gc.collect()
+            time.sleep(0.2)  # late callbacks of the failed reads land here, not on the console
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any, *, quarantine: bool) -> Restored:
     """Restore the newest step that reads back; newer damaged steps are reported (and moved to
     the quarantine if `quarantine`). CheckpointError if none restores (nothing is moved)."""
@@ -144,7 +168,8 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any, *
     damaged: list[tuple[int, str]] = []
     for step in steps:
         try:
-            state, meta = _restore_step(manager, abstract_state, step)
+            with _quiet_stderr():
+                state, meta = _restore_step(manager, abstract_state, step)
             ok = True
         except Exception as error:  # orbax raises many types for unreadable or mismatched files
             damaged.append((step, _first_line(error)))
