@@ -18,7 +18,7 @@ from tests.tiny_config import tiny_config, tiny_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILLS = 20
-SETTINGS = dict(num_steps=60, checkpoint_every=10, keep_checkpoints=10)
+SETTINGS = dict(num_steps=3000, checkpoint_every=100, log_every=50, sync_every=10, keep_checkpoints=3)
 EXTRA = ["--config.evaluate.samplers=euler_maruyama", "--config.evaluate.nll_num_points=0"]
 
 
@@ -42,7 +42,7 @@ def phase(workdir, output: str) -> str:
 
 def restore_all(workdir, experiment):
     """Every finished step restores (none unreadable); returns the newest state."""
-    manager = checkpoint.open_manager(workdir, max_to_keep=10, save_interval_steps=1, create=False)
+    manager = checkpoint.open_manager(workdir, max_to_keep=3, save_interval_steps=1, create=False)
     try:
         states = [checkpoint.restore(manager, experiment.abstract_state(), step)[0] for step in manager.all_steps()]
     finally:
@@ -67,7 +67,7 @@ def test_kill_9_at_twenty_random_moments_then_resume_bit_for_bit(tmp_path):
         log_path = tmp_path / f"run_{kill}.log"
         with open(log_path, "w") as log:
             process = start(workdir, log)
-            time.sleep(rng.uniform(0.0, duration))
+            time.sleep(rng.uniform(0.0, 0.8 * duration))
             output = open(log_path).read()
             seen = phase(workdir, output)
             process.kill()

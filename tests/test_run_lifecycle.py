@@ -61,17 +61,17 @@ def test_a_constant_schedule_resumes_with_a_raised_target(tmp_path):
 # --- non-finite data ---------------------------------------------------------------------------
 
 class PoisonedBatches(Experiment):
-    """Step 7's batch carries a NaN (0-based dispatch index 6)."""
+    """Step 7's batch carries three NaNs (0-based dispatch index 6)."""
 
     def global_batch(self, stream, step):
         batch = super().global_batch(stream, step)
-        return batch.at[0, 0].set(np.nan) if step == 6 else batch
+        return batch.at[:3, 0].set(np.nan) if step == 6 else batch
 
 
 def test_non_finite_data_stops_the_run_naming_the_step(tmp_path):
     base = experiment(20)
     poisoned = PoisonedBatches(**{f: getattr(base, f) for f in Experiment.__dataclass_fields__})
-    with pytest.raises(TrainingDivergedError, match=r"non-finite values in the training batch of step 7 \(1 entries\)"):
+    with pytest.raises(TrainingDivergedError, match=r"non-finite values in the training batch of step 7 \(3 entries\)"):
         train(poisoned, str(tmp_path))
     assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints", "10"))
 
