@@ -51,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.keep_checkpoints = 3
     config.training.grad_accum_steps = 1  # micro-batches per step (same update, less memory)
     config.training.steps_per_dispatch = 1  # train steps per jitted call (lax.scan over batches)
+    config.training.allow_schedule_change = False  # resume even if a cosine horizon (num_steps) moved
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1  # pure data parallelism; -1: the devices left over by the other axes
