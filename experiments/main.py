@@ -142,7 +142,7 @@ def main(argv: list[str]) -> None:
     from genjax.train.preemption import Preempted
     from genjax.experiment import build_experiment
     from genjax.factory import ConfigError
-    from genjax.train.loop import TrainingDivergedError, save_resolved_config, train
+    from genjax.train.loop import TrainingDivergedError, train
     from genjax.workdir import WorkdirError, resolve
 
     try:
@@ -171,7 +171,6 @@ def main(argv: list[str]) -> None:
             return
         if FLAGS.mode == "train":
             lock = take_run_lock(workdir)
-            save_resolved_config(config, workdir)
             state = train(experiment, workdir)
         else:
             manager = checkpoint.open_manager(

@@ -63,9 +63,8 @@ def load_config(path: str):
 def train_timed(experiment, workdir: str, previous: dict | None):
     """Train (or resume) the run: (final state, its wall time or the time recorded when it
     was trained by an earlier call)."""
-    from genjax.train.loop import save_resolved_config, train
+    from genjax.train.loop import train
 
-    save_resolved_config(experiment.config, workdir)
     start = time.perf_counter()
     state = train(experiment, workdir)
     seconds = time.perf_counter() - start

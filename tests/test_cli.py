@@ -92,8 +92,8 @@ def test_evaluate_in_a_fresh_process(trained):
     assert "prior vs data" in result.stdout and "probability_flow" in result.stdout
 
 
-def test_rerun_does_nothing_and_longer_target_resumes(trained):
-    workdir, _ = trained
+def test_rerun_does_nothing_and_longer_target_resumes(trained, tmp_path):
+    workdir = copy_of_run(trained, tmp_path)  # the module's run stays at step 20 for the other tests
     before = snapshot(workdir)
     result = run_main(f"file://{workdir}", "--config.evaluate.samplers=euler_maruyama", devices=1)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -170,10 +170,13 @@ def test_run_failures_give_exactly_one_line(trained, tmp_path, damage, args, mes
         for step in checkpoint_steps(workdir):
             truncate_array_files(os.path.join(workdir, "checkpoints", str(step)))
     before = snapshot(workdir)
+    config_json = os.path.join(workdir, "config.json")
+    config_before = open(config_json).read() if os.path.exists(config_json) else None
     result = run_main(workdir, *args, devices=1, steps=40)
     assert_one_error_line(result, message)
     assert result.returncode == status
     assert snapshot(workdir) == before
+    assert (open(config_json).read() if os.path.exists(config_json) else None) == config_before
 
 
 def test_unwritable_workdir_is_reported(tmp_path):

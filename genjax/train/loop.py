@@ -161,6 +161,9 @@ def train(experiment: Experiment, workdir: str | epath.Path) -> TrainState:
         except BaseException:
             manager.close()
             raise
+    # Written only once the checkpoint and the config are known to fit: a refused resume
+    # leaves the previous run's config.json as it was.
+    save_resolved_config(config, workdir)
 
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
     console.info("model: %d parameters; mesh %s; global batch %d", num_params, dict(experiment.mesh.shape),
