@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,8 @@ class DiffusionProcess(abc.ABC):
     t_max: float = 1.0
     t_min_train: float = 1e-5
     t_min_sample: float = 1e-3
+    # False for a path with no reverse-time SDE (PFGM++): stochastic samplers refuse it.
+    has_reverse_sde: ClassVar[bool] = True
 
     # --- the SDE -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -63,6 +66,15 @@ class DiffusionProcess(abc.ABC):
         """x_t = alpha(t) x_0 + sigma(t) noise, with noise ~ N(0, I); t is a scalar."""
         alpha, sigma = self.marginal_coefficients(t)
         return alpha * x0 + sigma * noise
+
+    def perturbation_noise(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """One example's n in x_t = alpha x_0 + sigma n, drawn from the kernel's standardised
+        law: N(0, I) here; a heavy-tailed kernel (PFGM++) overrides this and the next method."""
+        return jax.random.normal(key, shape)
+
+    def perturbation_noise_log_prob(self, n: jax.Array) -> jax.Array:
+        """log-density of the standardised law at one example's n (sums over n's axes)."""
+        return standard_normal_log_prob(n)
 
     # --- the prior at t = T -----------------------------------------------------------------
     @abc.abstractmethod

@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax.processes.views import denoised_from_score, sigma_tilde_from_coefficients
+from genjax.samplers.capabilities import require_reverse_sde
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
 
@@ -131,6 +132,8 @@ def sample_edm_heun(
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if s_churn > 0:
+        require_reverse_sde(process, "edm_heun with s_churn > 0")
     shape = tuple(shape)
     t_max = jnp.float32(process.t_max)
     level_at_t_max = sigma_tilde(process, t_max)
