@@ -157,7 +157,11 @@ def build_oracle(config, process) -> tuple[Callable, Callable]:
 
 def build_process(config):
     cls = lookup(PROCESSES, config.process.name, "process.name")
-    return cls(**check_kwargs(cls, config.process.kwargs, "process.kwargs"))
+    kwargs = check_kwargs(cls, config.process.kwargs, "process.kwargs")
+    try:
+        return cls(**kwargs)
+    except ValueError as error:  # a constructor's own validation, e.g. PFGM++'s augment_dim
+        raise ConfigError(f"process.kwargs: {error}") from None
 
 
 def build_network(config):

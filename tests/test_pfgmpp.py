@@ -244,3 +244,18 @@ def test_objective_check_rejects_a_misweighted_denoiser():
     excess = objective_excess(process, oracle.denoiser_fn(wrong, process), delta)
     se = excess.std(ddof=1) / math.sqrt(len(excess))
     assert abs(excess.mean() - expected_excess(process, delta)) > 4 * se, (excess.mean(), se)
+
+
+# --- the config -----------------------------------------------------------------------------
+def test_config_builds_pfgmpp_with_an_overridable_augment_dim():
+    from configs import pfgmpp
+    from genjax.experiment import build_experiment
+    from genjax.factory import ConfigError
+
+    config = pfgmpp.get_config()
+    config.process.kwargs.augment_dim = 8.0
+    experiment = build_experiment(config)
+    assert isinstance(experiment.process, PFGMPPProcess) and experiment.process.augment_dim == 8.0
+    config.process.kwargs.augment_dim = -1.0
+    with pytest.raises(ConfigError, match="augment_dim"):
+        build_experiment(config)
