@@ -236,6 +236,45 @@ def test_objective_is_minimised_by_the_exact_posterior_mean(d):
     assert abs(excess.mean() - expected_excess(process, delta)) < 4 * se, (excess.mean(), se)
 
 
+def antisymmetric_difference(process, denoiser, shift, num_keys=16, batch=8192):
+    """DSM(D + h) - DSM(D - h) = 4 E[lambda (D(x_t) - x_0) . h(x_t)] / N, zero for every h
+    exactly when D is the posterior mean E[x_0 | x_t] (common random numbers)."""
+    plus = score_fn_from_output(process, lambda x, t: denoiser(x, t) + shift(x), "denoised")
+    minus = score_fn_from_output(process, lambda x, t: denoiser(x, t) - shift(x), "denoised")
+
+    @jax.vmap
+    def difference(key):
+        key_data, key_loss = jax.random.split(key)
+        x0 = POINTS.sample(key_data, batch)
+        keys = jax.random.split(key_loss, batch)
+        loss = lambda s: denoising_score_matching_loss(s, process, x0, keys, weighting="edm")
+        return loss(plus) - loss(minus)
+
+    return np.asarray(difference(jax.random.split(jax.random.key(7), num_keys)), np.float64)
+
+
+def linear_shift(x):
+    return 0.1 * x
+
+
+@pytest.mark.parametrize("d", [1.0, 8.0])
+def test_objective_residual_is_orthogonal_to_functions_of_x_t(d):
+    """The exact Student-t posterior mean makes the DSM residual orthogonal to h(x_t) = 0.1 x_t;
+    with Gaussian noise in the objective (or a Gaussian-kernel denoiser) it would not be."""
+    process = PFGMPPProcess(augment_dim=d, p_mean=0.0, p_std=0.5)
+    diff = antisymmetric_difference(process, oracle.denoiser_fn(POINTS, process), linear_shift)
+    se = diff.std(ddof=1) / math.sqrt(len(diff))
+    assert abs(diff.mean()) < 4 * se, (diff.mean(), se)
+
+
+def test_orthogonality_check_rejects_the_gaussian_posterior_mean():
+    process = PFGMPPProcess(augment_dim=1.0, p_mean=0.0, p_std=0.5)
+    gaussian_denoiser = oracle.denoiser_fn(POINTS, EDMProcess(p_mean=0.0, p_std=0.5))
+    diff = antisymmetric_difference(process, gaussian_denoiser, linear_shift)
+    se = diff.std(ddof=1) / math.sqrt(len(diff))
+    assert abs(diff.mean()) > 4 * se, (diff.mean(), se)
+
+
 def test_objective_check_rejects_a_misweighted_denoiser():
     """From a wrong denoiser the excess of the same shift differs from |delta|^2 E[lambda]."""
     process = PFGMPPProcess(augment_dim=1.0, p_mean=0.0, p_std=0.5)
