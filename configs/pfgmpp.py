@@ -5,8 +5,11 @@ SDE, so sampling uses the probability-flow ODE and EDM's Heun sampler without ch
 
     python -m experiments.main --config=configs/pfgmpp.py --workdir=runs/pfgmpp
 
-Hardware: 2 CPU cores. Expected: see the measured numbers below (filled in from
-eval/step_6000.json).
+Hardware: 2 CPU cores. Expected (D = 128; 6000 steps, 4.2 CPU-minutes, about 2 min on an
+idle machine): EDM Heun (32 steps, 63 NFE) SWD 0.038, MMD 0.00005; probability flow (about
+137 NFE) SWD 0.042, MMD 0.00015 (noise floor 0.064 / 0.00006; prior 17.7 / 0.37); NLL
+1.781 +- 0.003 nats/dim (true 1.733; the prior alone 3.92). EDM on the same data, network
+and steps (configs/edm.py): NLL 1.778. D = 8: see the D8 line below.
 """
 from configs import edm
 

@@ -137,10 +137,14 @@ def draw_shares(process, field_points, sampler, num, **options):
     return oracle.nearest_point_shares(POINTS, result.samples)
 
 
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("d", [1.0, 128.0])
 @pytest.mark.parametrize(
     "sampler, options, num",
-    [(sample_probability_flow, {"rtol": 1e-4, "atol": 1e-4}, 4_000), (sample_edm_heun, {"num_steps": 32}, 20_000)],
+    [pytest.param(sample_probability_flow, {"rtol": 1e-4, "atol": 1e-4}, 4_000, marks=SLOW),
+     (sample_edm_heun, {"num_steps": 32}, 20_000)],
     ids=["probability_flow", "edm_heun"],
 )
 def test_samplers_with_the_exact_field_recover_the_weights(d, sampler, options, num):
@@ -170,8 +174,8 @@ def test_large_d_gives_edm_samples_from_the_same_prior_draws():
 
     reference = solve(edm)
     gaps = {d: float(jnp.max(jnp.abs(solve(PFGMPPProcess(augment_dim=d, sigma_max=20.0)) - reference)))
-            for d in (1e3, 1e4, 1e6)}
-    assert gaps[1e4] < gaps[1e3] / 4 and gaps[1e6] < gaps[1e4] / 4, gaps
+            for d in (1e4, 1e6)}
+    assert gaps[1e6] < gaps[1e4] / 10, gaps
     assert gaps[1e6] < 2e-3, gaps
 
 
@@ -191,7 +195,7 @@ def likelihood_gap(process, field_points):
     return float(jnp.max(jnp.abs(result.log_prob - exact)) / 2)
 
 
-@pytest.mark.parametrize("d", [1.0, 128.0])
+@pytest.mark.parametrize("d", [1.0, pytest.param(128.0, marks=SLOW)])
 def test_ode_likelihood_with_the_exact_field_matches_the_exact_density(d):
     process = PFGMPPProcess(augment_dim=d, sigma_min=0.05, sigma_max=20.0)
     assert likelihood_gap(process, POINTS) < 0.01
@@ -227,7 +231,7 @@ def expected_excess(process, delta):
     return mean_weight * float(jnp.sum(delta**2)) / 2
 
 
-@pytest.mark.parametrize("d", [1.0, 128.0])
+@pytest.mark.parametrize("d", [1.0, pytest.param(128.0, marks=SLOW)])
 def test_objective_is_minimised_by_the_exact_posterior_mean(d):
     process = PFGMPPProcess(augment_dim=d, p_mean=0.0, p_std=0.5)
     delta = jnp.array([0.1, -0.05])
@@ -257,7 +261,7 @@ def linear_shift(x):
     return 0.1 * x
 
 
-@pytest.mark.parametrize("d", [1.0, 8.0])
+@pytest.mark.parametrize("d", [1.0, pytest.param(8.0, marks=SLOW)])
 def test_objective_residual_is_orthogonal_to_functions_of_x_t(d):
     """The exact Student-t posterior mean makes the DSM residual orthogonal to h(x_t) = 0.1 x_t;
     with Gaussian noise in the objective (or a Gaussian-kernel denoiser) it would not be."""
