@@ -5,9 +5,10 @@ SDE, so sampling uses the probability-flow ODE and EDM's Heun sampler without ch
 
     python -m experiments.main --config=configs/pfgmpp.py --workdir=runs/pfgmpp
 
-Hardware: 2 CPU cores. Expected (6000 steps; about 4.2 CPU-minutes, i.e. about 2 min on an
-idle machine; loss ends near 0.91 for D = 128, 1.06 for D = 8), against the noise floor of
-two fresh data sets (SWD 0.064, MMD 0.00006):
+Hardware: 2 CPU cores. Expected (6000 steps, as configs/edm.py; 4.2 CPU-minutes of user time,
+measured while other jobs shared the cores, so the wall time was 7.5-11 min there; loss ends
+near 0.91 for D = 128, 1.06 for D = 8), against the noise floor of two fresh data sets
+(SWD 0.064, MMD 0.00006):
 
     D     EDM Heun (63 NFE)   probability flow       NLL (nats/dim)   prior: SWD, NLL
     128   SWD 0.038, MMD 5e-5  0.042, 1.5e-4 (137 NFE)  1.781 +- 0.003   17.7, 3.92
