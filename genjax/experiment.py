@@ -210,4 +210,11 @@ def build_experiment(config, devices=None) -> Experiment:
     optimizer = make_optimizer(total_steps=training.num_steps, **factory.check_kwargs(
         make_optimizer, config.optimizer, "optimizer", ("total_steps",)))
     data_shape = tuple(jax.eval_shape(lambda k: dataset_fn(k, 1), jax.random.key(0)).shape[1:])
+    if not process.has_reverse_sde:  # trace (not run) each sampler: one that needs an SDE refuses here
+        for name in {config.sampling.sampler, *evaluation_samplers(config)}:
+            sampler = factory.build_sampler(config, name)
+            try:
+                jax.eval_shape(lambda k: sampler(process, lambda x, t: x, k, 1, data_shape), jax.random.key(0))
+            except ValueError as error:
+                raise ConfigError(f"sampler {name!r}: {error}") from None
     return Experiment(config, process, network, dataset_fn, objective, optimizer, mesh, data_shape)

@@ -299,6 +299,10 @@ def test_config_builds_pfgmpp_with_an_overridable_augment_dim():
     config.process.kwargs.augment_dim = 8.0
     experiment = build_experiment(config)
     assert isinstance(experiment.process, PFGMPPProcess) and experiment.process.augment_dim == 8.0
+    config.evaluate.samplers = "edm_heun,euler_maruyama"
+    with pytest.raises(ConfigError, match="euler_maruyama.*no reverse-time SDE"):
+        build_experiment(config)
+    config.evaluate.samplers = "edm_heun"
     config.process.kwargs.augment_dim = -1.0
     with pytest.raises(ConfigError, match="augment_dim"):
         build_experiment(config)
