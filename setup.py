@@ -33,5 +33,5 @@ setup(
     packages=find_packages(include=["genjax", "genjax.*", "experiments", "experiments.*", "configs"]),
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
 )

@@ -51,15 +51,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.keep_checkpoints = 3
     config.training.grad_accum_steps = 1  # micro-batches per step (same update, less memory)
     config.training.steps_per_dispatch = 1  # train steps per jitted call (lax.scan over batches)
+    config.training.allow_schedule_change = False  # resume even if a cosine horizon (num_steps) moved
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1  # pure data parallelism; -1: the devices left over by the other axes
     config.mesh.fsdp = 1  # batch and large parameters split (FSDP)
-    config.mesh.tensor = 1  # reserved for tensor parallelism
+    config.mesh.tensor = 1  # tensor parallelism (needs sharding.params = fsdp_tensor)
     config.mesh.num_slices = 1  # >1: the data axis spans slices over DCN (hybrid mesh)
 
     config.sharding = ml_collections.ConfigDict()
-    config.sharding.params = "replicated"  # replicated | fsdp (parameters and optimizer state)
+    config.sharding.params = "replicated"  # replicated | fsdp | fsdp_tensor (parameters and optimizer state)
     config.sharding.fsdp_min_size = 1 << 14  # smaller leaves stay replicated under fsdp
 
     config.sampling = ml_collections.ConfigDict()

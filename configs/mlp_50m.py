@@ -8,8 +8,10 @@ FLOPs per device without training (8 simulated CPU devices, data x fsdp = 1 x 8)
 
 Expected: 55.1M parameters; parameters + EMA + Adam moments take 841 MiB per device
 replicated (sharding.params=replicated) and about 1/8 of that (106 MiB) with
-sharding.params=fsdp on 8 devices (python -m experiments.benchmark_memory prints the whole
-table for 1, 2, 4 and 8 devices). Training runs anywhere (about 1 s/step on 2 CPU cores):
+sharding.params=fsdp on 8 devices; sharding.params=fsdp_tensor with --config.mesh.tensor=2
+splits the Dense kernels' columns over tensor as well. `python -m experiments.benchmark
+--workdir=DIR --parts=memory` writes the whole table (1, 2, 4 and 8 devices, beside XLA's own
+bytes of the compiled step). Training runs anywhere (about 1 s/step on 2 CPU cores):
 
     python -m experiments.main --config=configs/mlp_50m.py --workdir=runs/mlp_50m
 """

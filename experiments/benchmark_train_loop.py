@@ -1,41 +1,31 @@
 """Training-loop efficiency: steps/s of the full loop over steps/s of the bare jitted step,
-and the cost of the sharded code path against a plain `jax.jit` of the same step.
-
-    python -m experiments.benchmark_train_loop --config=configs/default.py [--steps=3000] [--repeats=3]
+and of the sharded code path over a plain `jax.jit` of the same step (run by
+`python -m experiments.benchmark`).
 
 The plain step is `jax.jit(train_step)` on one device with no mesh. The bare step runs the
-experiment's sharded jitted train_step on one fixed global batch, blocking on the
-loss every training.sync_every steps, as the loop does. The full loop is `train()` itself
-(data stream, global-batch assembly, metric checks, console/JSONL/TensorBoard logging and
-asynchronous checkpoints every training.checkpoint_every steps) on a fresh workdir; its rate
-is taken from the logged intervals after the first (which holds the compilation). The two
-alternate `repeats` times and the table shows medians, since a shared machine is noisy.
+experiment's sharded jitted train_step on one fixed global batch, blocking on the loss every
+training.sync_every steps, as the loop does. The full loop is `train()` itself (data stream,
+global-batch assembly, metric checks, console/JSONL/TensorBoard logging and asynchronous
+checkpoints every training.checkpoint_every steps) on a fresh workdir; its rate is taken from
+the logged intervals after the first (which holds the compilation).
 """
 from __future__ import annotations
 
 import functools
 import json
 import os
-import statistics
 import tempfile
 import time
 
 import jax
-from absl import app, flags
-from absl import logging as absl_logging
-from ml_collections import config_flags
 
 from genjax.experiment import build_experiment
 from genjax.train.loop import train
 from genjax.train.step import train_step
 
-config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config.", lock_config=False)
-flags.DEFINE_integer("steps", 3000, "Steps per measurement.")
-flags.DEFINE_integer("repeats", 3, "Alternating measurements of each.")
-FLAGS = flags.FLAGS
 
-
-def _timed_steps(step_fn, state, batch, steps: int, sync_every: int) -> float:
+def timed_steps(step_fn, state, batch, steps: int, sync_every: int) -> float:
+    """Steps/s of `steps` calls after one compiling call, blocking every `sync_every` steps."""
     state, metrics = step_fn(state, batch)  # compile
     metrics["loss"].block_until_ready()
     start = time.perf_counter()
@@ -51,8 +41,8 @@ def bare_steps_per_second(config, steps: int) -> float:
     """The experiment's sharded step (explicit shardings on its mesh, donated state)."""
     experiment = build_experiment(config)
     batch = experiment.global_batch(experiment.train_stream(), 0)
-    return _timed_steps(experiment.jitted_train_step(), experiment.init_state(), batch, steps,
-                        config.training.sync_every)
+    return timed_steps(experiment.jitted_train_step(), experiment.init_state(), batch, steps,
+                       config.training.sync_every)
 
 
 def plain_steps_per_second(config, steps: int) -> float:
@@ -63,7 +53,7 @@ def plain_steps_per_second(config, steps: int) -> float:
         ema_decay=config.training.ema_decay, grad_accum_steps=config.training.grad_accum_steps))
     state = jax.device_put(jax.device_get(experiment.init_state()), jax.devices()[0])
     batch = jax.device_put(experiment.train_stream().local_batch(0), jax.devices()[0])
-    return _timed_steps(step_fn, state, batch, steps, config.training.sync_every)
+    return timed_steps(step_fn, state, batch, steps, config.training.sync_every)
 
 
 def loop_steps_per_second(config) -> float:
@@ -76,33 +66,21 @@ def loop_steps_per_second(config) -> float:
     return sum(steps) / sum(seconds)
 
 
-def main(argv):
-    del argv
-    absl_logging.set_verbosity(absl_logging.WARNING)  # as experiments.main runs it
-    config = FLAGS.config
-    config.training.num_steps = FLAGS.steps
-    config.training.log_every = max(FLAGS.steps // 10, 1)
-    config.training.checkpoint_every = max(FLAGS.steps // 3, 1)
-    plain, bare, loop = [], [], []
-    for _ in range(FLAGS.repeats):
-        plain.append(plain_steps_per_second(config, FLAGS.steps))
-        bare.append(bare_steps_per_second(config, FLAGS.steps))
-        loop.append(loop_steps_per_second(config))
-    plain_median, bare_median, loop_median = map(statistics.median, (plain, bare, loop))
-    print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; model {config.model.name} "
-          f"{dict(config.model.kwargs)}; batch {config.training.batch_size}; {FLAGS.steps} steps x {FLAGS.repeats}")
-    print("| measurement | steps/s (median) | all runs |")
-    print("|---|---|---|")
-    print(f"| plain jax.jit step (no mesh) | {plain_median:.1f} | {', '.join(f'{x:.1f}' for x in plain)} |")
-    print(f"| sharded jitted step (mesh, explicit shardings) | {bare_median:.1f} | {', '.join(f'{x:.1f}' for x in bare)} |")
-    print(f"| full loop (data, logging, async checkpoints) | {loop_median:.1f} | {', '.join(f'{x:.1f}' for x in loop)} |")
-    sharded_ratios = [b / p for b, p in zip(bare, plain)]
-    loop_ratios = [l / b for l, b in zip(loop, bare)]
-    print(f"| sharded path overhead (sharded / plain) | {statistics.median(sharded_ratios):.3f} | "
-          f"{', '.join(f'{x:.3f}' for x in sharded_ratios)} |")
-    print(f"| loop efficiency (loop / sharded step) | {statistics.median(loop_ratios):.3f} | "
-          f"{', '.join(f'{x:.3f}' for x in loop_ratios)} |")
+def loop_config(config, steps: int):
+    """`config` trained for `steps` steps, logging 10 times and checkpointing 3 times."""
+    config = config.copy_and_resolve_references()
+    config.training.num_steps = steps
+    config.training.log_every = max(steps // 10, 1)
+    config.training.checkpoint_every = max(steps // 3, 1)
+    return config
 
 
-if __name__ == "__main__":
-    app.run(main)
+def measure_train_loop(config, steps: int, repeats: int) -> dict:
+    """Plain step, sharded step and full loop, alternating `repeats` times: steps/s per run."""
+    config = loop_config(config, steps)
+    runs = {"plain": [], "sharded": [], "loop": []}
+    for _ in range(repeats):
+        runs["plain"].append(plain_steps_per_second(config, steps))
+        runs["sharded"].append(bare_steps_per_second(config, steps))
+        runs["loop"].append(loop_steps_per_second(config))
+    return runs

@@ -17,15 +17,20 @@ Multi-process: --coordinator_address=HOST:PORT --num_processes=N --process_id=I 
 process (launch/local_multiprocess.sh does this), or --distributed alone where JAX detects
 the cluster (TPU pods, SLURM).
 
-Any config field can be overridden: --config.training.num_steps=200. Bad input ends with
+--workdir is a local path, file:///absolute/path, or an object-store URL (gs://bucket/run,
+which needs gcsfs or TensorFlow installed); orbax receives the URL unchanged. Training holds
+the workdir's lock (a second trainer on the same workdir is refused); sample and evaluate
+take none and never move checkpoints. A damaged newest checkpoint is skipped with one line
+(training moves it to DIR/quarantine/) and the newest intact one is used.
+
+Any config field can be overridden: --config.training.num_steps=200. Every error ends with
 one line on stderr saying what is wrong, exit status 2 (usage) or 1 (run failed), and no
-existing checkpoint touched.
+existing checkpoint touched (--traceback adds the Python traceback of unexpected errors).
 """
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 import logging
 
@@ -47,14 +52,18 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize, detect
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (explicit multi-process start-up).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (explicit multi-process start-up).")
 flags.DEFINE_integer("process_id", None, "This process's index (explicit multi-process start-up).")
+flags.DEFINE_bool("traceback", False, "On an unexpected error, print the Python traceback after the one-line message.")
 FLAGS = flags.FLAGS
 
 
 def fail(message: str, status: int = 2) -> None:
-    """One line on stderr and a non-zero exit."""
-    sys.stderr.write(f"error: {message}\n")
+    """One line on stderr and a non-zero exit, with nothing after it: pending checkpoint
+    writes are not awaited and library shutdown hooks (asyncio, orbax) do not run."""
+    sys.stderr.write(f"error: {message}\n".replace("\n", " ").rstrip() + "\n")
     sys.stderr.flush()
-    sys.exit(status)
+    sys.stdout.flush()
+    logging.shutdown()
+    os._exit(status)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -73,13 +82,38 @@ def parse_flags(argv: list[str]) -> list[str]:
     return remaining
 
 
-def ensure_writable(workdir: str) -> None:
+def ensure_writable(workdir) -> None:
+    from genjax import workdir as workdir_lib
+
+    probe = workdir / f".write_test_{os.getpid()}"
     try:
-        os.makedirs(workdir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test_"):
-            pass
+        workdir_lib.write_bytes(probe, b"")
+        probe.unlink()
     except OSError as error:
-        fail(f"--workdir={workdir!r} cannot be written ({error.strerror or error}); choose a writable directory")
+        fail(f"--workdir={FLAGS.workdir!r} cannot be written ({error.strerror or error}); choose a writable directory")
+
+
+def take_run_lock(workdir):
+    """The workdir's training lock, taken by process 0; every process of a refused launch
+    exits non-zero (process 0 with the holder's description)."""
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from genjax.workdir import RunLock, WorkdirError
+
+    lock, refusal = None, None
+    if jax.process_index() == 0:
+        try:
+            lock = RunLock(workdir).acquire()
+        except WorkdirError as error:
+            refusal = str(error)
+    refused = refusal is not None
+    if jax.process_count() > 1:
+        refused = bool(multihost_utils.broadcast_one_to_all(np.int32(refused)))
+    if refused:
+        fail(refusal or "process 0 could not take the workdir lock (its error line names the holder)", status=1)
+    return lock
 
 
 def configure_console() -> None:
@@ -109,6 +143,7 @@ def main(argv: list[str]) -> None:
     from genjax.experiment import build_experiment
     from genjax.factory import ConfigError
     from genjax.train.loop import TrainingDivergedError, save_resolved_config, train
+    from genjax.workdir import WorkdirError, resolve
 
     try:
         initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
@@ -118,29 +153,37 @@ def main(argv: list[str]) -> None:
     if jax.process_index() != 0:
         console.setLevel(logging.WARNING)  # progress and results from process 0 only
 
-    config, workdir = FLAGS.config, FLAGS.workdir
+    config = FLAGS.config
     try:
         experiment = build_experiment(config)
-    except ConfigError as error:
+        workdir = resolve(FLAGS.workdir) if FLAGS.mode != "compile" else None
+    except (ConfigError, WorkdirError) as error:
         fail(str(error))
     if FLAGS.mode == "train":
         ensure_writable(workdir)
-    elif FLAGS.mode != "compile" and not os.path.isdir(workdir):
-        fail(f"--workdir={workdir!r} does not exist; train first with --mode=train")
+    elif FLAGS.mode != "compile" and not workdir.is_dir():
+        fail(f"--workdir={FLAGS.workdir!r} does not exist; train first with --mode=train")
 
+    lock, failure = None, None
     try:
         if FLAGS.mode == "compile":
             print(format_compile_report(compile_report(experiment)), flush=True)
             return
         if FLAGS.mode == "train":
+            lock = take_run_lock(workdir)
             save_resolved_config(config, workdir)
             state = train(experiment, workdir)
         else:
             manager = checkpoint.open_manager(
                 workdir, max_to_keep=config.training.keep_checkpoints, save_interval_steps=1, create=False
             )
-            state, _, _ = checkpoint.restore(manager, experiment.abstract_state())
-            manager.close()
+            try:
+                restored = checkpoint.restore_newest_intact(manager, experiment.abstract_state(), quarantine=False)
+            finally:
+                manager.close()
+            if restored.report():
+                console.warning("warning: %s", restored.report())
+            state = restored.state
         step = int(jax.device_get(state.step))
         if FLAGS.mode == "sample":
             name = config.sampling.sampler
@@ -149,7 +192,7 @@ def main(argv: list[str]) -> None:
                 reference = experiment.reference_data(config.sampling.num_samples)
                 npz, png = write_sample_set(workdir, step, name, drawn, reference)
                 console.info("%d samples (%s, mean NFE %.1f) in %s and %s", len(drawn["samples"]), name,
-                             drawn["nfe"].mean(), npz, png)
+                             drawn["nfe"].mean(), workdir / npz, workdir / png)
         else:
             results = evaluate(experiment, state.ema_params, step, workdir)
             if results is not None:
@@ -158,9 +201,22 @@ def main(argv: list[str]) -> None:
     except Preempted as stop:
         console.info("%s", stop)
     except ConfigError as error:
-        fail(str(error))
-    except (checkpoint.CheckpointError, TrainingDivergedError, SamplingError) as error:
-        fail(str(error), status=1)
+        failure = (str(error), 2)
+    except (checkpoint.CheckpointError, TrainingDivergedError, SamplingError, WorkdirError) as error:
+        failure = (str(error), 1)
+    except Exception as error:  # a bug or an environment failure: still one line (--traceback for more)
+        if FLAGS.traceback:
+            import traceback
+
+            traceback.print_exc()
+        text = str(error).strip().splitlines()
+        failure = (f"unexpected {type(error).__name__}: {text[0] if text else ''} "
+                   f"(rerun with --traceback for details)", 1)
+    finally:
+        if lock is not None:
+            lock.release()
+    if failure is not None:
+        fail(*failure)
 
 if __name__ == "__main__":
     app.run(main, flags_parser=parse_flags)

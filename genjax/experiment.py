@@ -3,6 +3,15 @@
 This is where the independent layers meet. `build_experiment` validates the whole config
 up front (so a bad value fails before anything is written) and returns an `Experiment`
 whose methods give the pure pieces the train loop, the sampler and the evaluator use.
+
+Validation has three parts: plain range checks of the scalar fields (below); the
+constructors of the process and network, which check their own parameters; and, for the
+sampler options, the objective options and the likelihood options, an abstract trace
+(`jax.eval_shape`) of the sampler, loss or likelihood with a stand-in score function that
+stops the trace at its first call. Every check those functions make on their arguments
+comes before their first score evaluation, so all of them run at build time (about 0.1 s
+per function) and the options are validated by the code that uses them, not by a copy of
+its rules.
 """
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ import numpy as np
 from genjax import factory
 from genjax.data.stream import ArrayStream
 from genjax.factory import ConfigError
+from genjax.processes.views import ScoreFn
 from genjax.samplers.likelihood import log_likelihood
 from genjax.train import parallel
 from genjax.train.optimizer import SCHEDULES, make_optimizer
@@ -41,6 +51,76 @@ def _positive_int(config, path: str, allow_zero: bool = False) -> int:
     return value
 
 
+def _check_number(config, path: str, ok: Callable[[float], bool], requirement: str) -> None:
+    """ConfigError unless config.<path> is a number for which ok(value) holds (NaN fails
+    every comparison, so a NaN value is rejected)."""
+    section, field = path.split(".")
+    value = config[section][field]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise ConfigError(f"{path}={value!r} must be {requirement}")
+
+
+def _check_fields(config) -> None:
+    """Range checks of the scalar fields that no constructor checks."""
+    for path in ("training.num_steps", "evaluate.nll_num_points", "optimizer.warmup_steps",
+                 "sharding.fsdp_min_size"):
+        _positive_int(config, path, allow_zero=True)
+    for path in ("training.batch_size", "training.log_every", "training.sync_every", "training.checkpoint_every",
+                 "training.keep_checkpoints", "training.grad_accum_steps", "training.steps_per_dispatch",
+                 "data.num_train_examples", "sampling.num_samples", "evaluate.num_samples", "mesh.num_slices"):
+        _positive_int(config, path)
+    _check_number(config, "training.ema_decay", lambda v: 0 <= v < 1, "in [0, 1)")
+    _check_number(config, "optimizer.learning_rate", lambda v: v > 0, "> 0")
+    _check_number(config, "optimizer.grad_clip_norm", lambda v: v >= 0, ">= 0 (0 disables clipping)")
+    for path in ("optimizer.b1", "optimizer.b2"):
+        _check_number(config, path, lambda v: 0 <= v < 1, "in [0, 1)")
+    _check_number(config, "optimizer.eps", lambda v: v > 0, "> 0")
+    _check_number(config, "optimizer.weight_decay", lambda v: v >= 0, ">= 0")
+    if config.optimizer.decay not in SCHEDULES:
+        raise ConfigError(f"optimizer.decay={config.optimizer.decay!r} is not known; valid choices: {', '.join(SCHEDULES)}")
+    try:
+        derive_key(config.seed, "init")
+    except (OverflowError, TypeError):
+        raise ConfigError(f"seed={config.seed!r} must be an integer that fits in 64 bits") from None
+
+
+class _ScoreCalled(Exception):
+    """Ends an abstract trace at its first score evaluation (`_check_by_tracing`)."""
+
+
+def _stand_in_score(x, t):
+    raise _ScoreCalled
+
+
+def _check_by_tracing(section: str, options, fn: Callable[[], Any]) -> None:
+    """Trace fn() abstractly up to its first call of `_stand_in_score`, so that the checks
+    it makes on its arguments run now; the error they raise becomes a ConfigError naming
+    `section`.<option>."""
+    try:
+        jax.eval_shape(fn)
+    except _ScoreCalled:
+        pass
+    except (ValueError, TypeError, ArithmeticError) as error:
+        raise factory.option_error(section, dict(options), error) from None
+
+
+def _check_options_by_tracing(config, process, objective, data_shape: tuple[int, ...]) -> None:
+    """The options of every sampler the run may use (sampling.sampler and evaluate.samplers),
+    of the objective, and of the likelihood (when evaluate.nll_num_points > 0)."""
+    key = jax.random.key(0)
+    example = jnp.zeros((1,) + data_shape, jnp.float32)
+    for name in dict.fromkeys([config.sampling.sampler, *evaluation_samplers(config)]):
+        sampler = factory.build_sampler(config, name)
+        _check_by_tracing(f"samplers.{name}", config.samplers.get(name, {}),
+                          lambda: sampler(process, _stand_in_score, key, 1, data_shape))
+    _check_by_tracing("objective.kwargs", config.objective.kwargs,
+                      lambda: objective(_stand_in_score, process, example, jax.random.split(key, 1)))
+    if config.evaluate.nll_num_points:
+        options = dict(config.evaluate.likelihood)
+        _check_by_tracing("evaluate.likelihood", options,
+                          lambda: log_likelihood(process, _stand_in_score, example, key, **options))
+
+
 def evaluation_samplers(config) -> list[str]:
     names = [name.strip() for name in config.evaluate.samplers.split(",") if name.strip()]
     for name in names:
@@ -60,7 +140,7 @@ class Experiment:
     data_shape: tuple[int, ...]
 
     # --- the model as functions -----------------------------------------------------------
-    def score_fn(self, params) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    def score_fn(self, params) -> ScoreFn:
         """Per-example score (x, t) -> s of the network with `params`."""
 
         def network_fn(x, t):
@@ -79,16 +159,21 @@ class Experiment:
         return create_train_state(params, self.optimizer, train_key)
 
     @functools.cached_property
+    def state_shapes(self) -> TrainState:
+        """eval_shape of the initial state (traces the network's and the optimizer's init)."""
+        return jax.eval_shape(self._init_state)
+
+    @functools.cached_property
     def state_shardings(self):
         """Shardings of every state leaf, from the config's rule applied to eval_shape(init)."""
-        abstract = jax.eval_shape(self._init_state)
-        return parallel.shardings_from_rule(abstract, self.mesh, factory.build_sharding_rule(self.config, self.mesh))
+        rule = factory.build_sharding_rule(self.config, self.mesh)
+        return parallel.shardings_from_rule(self.state_shapes, self.mesh, rule)
 
     def abstract_state(self):
         """ShapeDtypeStructs of the state with this mesh's shardings (a restore target)."""
-        abstract = jax.eval_shape(self._init_state)
         return jax.tree.map(
-            lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), abstract, self.state_shardings
+            lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), self.state_shapes,
+            self.state_shardings
         )
 
     def init_state(self) -> TrainState:
@@ -158,18 +243,12 @@ class Experiment:
 
 
 def build_experiment(config, devices=None) -> Experiment:
-    """Validate `config` and build its experiment; raises ConfigError naming what is wrong."""
-    for path in ("training.num_steps", "evaluate.nll_num_points"):
-        _positive_int(config, path, allow_zero=True)
-    for path in ("training.batch_size", "training.log_every", "training.sync_every", "training.checkpoint_every",
-                 "training.keep_checkpoints", "training.grad_accum_steps", "training.steps_per_dispatch",
-                 "data.num_train_examples", "sampling.num_samples", "evaluate.num_samples", "mesh.num_slices"):
-        _positive_int(config, path)
+    """Validate `config` and build its experiment; raises ConfigError naming what is wrong.
+
+    Every field is checked here, before anything is written or compiled (see the module
+    docstring for how)."""
+    _check_fields(config)
     factory.lookup(factory.PARAMETRIZATIONS, config.model.output, "model.output")
-    if config.optimizer.decay not in SCHEDULES:
-        raise ConfigError(f"optimizer.decay={config.optimizer.decay!r} is not known; valid choices: {', '.join(SCHEDULES)}")
-    if not 0.0 <= config.training.ema_decay < 1.0:
-        raise ConfigError(f"training.ema_decay={config.training.ema_decay} must lie in [0, 1)")
 
     dataset_fn = factory.build_dataset(config)
     process = factory.build_process(config)
@@ -210,11 +289,10 @@ def build_experiment(config, devices=None) -> Experiment:
     optimizer = make_optimizer(total_steps=training.num_steps, **factory.check_kwargs(
         make_optimizer, config.optimizer, "optimizer", ("total_steps",)))
     data_shape = tuple(jax.eval_shape(lambda k: dataset_fn(k, 1), jax.random.key(0)).shape[1:])
-    if not process.has_reverse_sde:  # trace (not run) each sampler: one that needs an SDE refuses here
-        for name in {config.sampling.sampler, *evaluation_samplers(config)}:
-            sampler = factory.build_sampler(config, name)
-            try:
-                jax.eval_shape(lambda k: sampler(process, lambda x, t: x, k, 1, data_shape), jax.random.key(0))
-            except ValueError as error:
-                raise ConfigError(f"sampler {name!r}: {error}") from None
-    return Experiment(config, process, network, dataset_fn, objective, optimizer, mesh, data_shape)
+    _check_options_by_tracing(config, process, objective, data_shape)
+    experiment = Experiment(config, process, network, dataset_fn, objective, optimizer, mesh, data_shape)
+    try:
+        experiment.state_shapes
+    except (ValueError, TypeError, ArithmeticError) as error:
+        raise factory.option_error("model.kwargs", dict(config.model.kwargs), error) from None
+    return experiment

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 from typing import Any, Callable, Mapping
 
 from genjax.data import toy
@@ -34,6 +35,26 @@ from genjax.train import parallel
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the valid choices."""
+
+
+def option_error(section: str, options: Mapping[str, Any], error: Exception) -> ConfigError:
+    """A ConfigError, on one line, for the error a constructor or a sampler raised on
+    the options of config section `section`. The field is named when the message points
+    to exactly one option (its name and value, or its string value, appear in it):
+    "<section>.<name>=<value>: <message>"; otherwise "<section>: <message>"."""
+    message = " ".join(str(error).split())
+    if not isinstance(error, ValueError):
+        message = f"{type(error).__name__}: {message}"
+    for name in options:
+        if message.startswith(f"{name}="):
+            return ConfigError(f"{section}.{message}")
+    named = [name for name, value in options.items()
+             if re.search(rf"\b{re.escape(name)}\b", message) and repr(value) in message]
+    if len(named) != 1:
+        named = [name for name, value in options.items() if isinstance(value, str) and repr(value) in message]
+    if len(named) == 1:
+        return ConfigError(f"{section}.{named[0]}={options[named[0]]!r}: {message}")
+    return ConfigError(f"{section}: {message}")
 
 
 # Each dataset: (key, num) -> [num, 2] float32, deterministic in the key.
@@ -114,6 +135,7 @@ SAMPLERS: Mapping[str, Callable] = {
 SHARDING_RULES: Mapping[str, Callable] = {
     "replicated": parallel.replicate_all,
     "fsdp": parallel.fsdp_largest_dim,
+    "fsdp_tensor": parallel.fsdp_tensor,
 }
 
 
@@ -156,17 +178,25 @@ def build_oracle(config, process) -> tuple[Callable, Callable]:
 
 
 def build_process(config):
+    """The process; ConfigError if a parameter is out of its range (checked by the
+    process's constructor)."""
     cls = lookup(PROCESSES, config.process.name, "process.name")
     kwargs = check_kwargs(cls, config.process.kwargs, "process.kwargs")
     try:
         return cls(**kwargs)
-    except ValueError as error:  # a constructor's own validation, e.g. PFGM++'s augment_dim
-        raise ConfigError(f"process.kwargs: {error}") from None
+    except (ValueError, TypeError) as error:
+        raise option_error("process.kwargs", kwargs, error) from None
 
 
 def build_network(config):
+    """The network; ConfigError if a hyperparameter is out of its range (checked by the
+    network's constructor)."""
     cls = lookup(NETWORKS, config.model.name, "model.name")
-    return cls(**check_kwargs(cls, config.model.kwargs, "model.kwargs"))
+    kwargs = check_kwargs(cls, config.model.kwargs, "model.kwargs")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as error:
+        raise option_error("model.kwargs", kwargs, error) from None
 
 
 def build_score_fn(config, process, network_fn):
@@ -182,8 +212,19 @@ def build_objective(config) -> Callable:
     return functools.partial(fn, **kwargs)
 
 
+# Rules that place parameters along the `tensor` mesh axis; with any other rule a tensor
+# axis above 1 would only repeat the same work on every one of its devices.
+TENSOR_PARALLEL_RULES = ("fsdp_tensor",)
+
+
 def build_sharding_rule(config, mesh):
     rule = lookup(SHARDING_RULES, config.sharding.params, "sharding.params")
+    tensor = mesh.shape[parallel.TENSOR_AXIS]
+    if tensor > 1 and config.sharding.params not in TENSOR_PARALLEL_RULES:
+        raise ConfigError(
+            f"mesh.tensor={tensor} has no effect with sharding.params={config.sharding.params!r} (every tensor "
+            f"device would repeat the same work); use sharding.params='fsdp_tensor' or set mesh.tensor=1"
+        )
     return rule(mesh, config.sharding.fsdp_min_size)
 
 

@@ -75,17 +75,56 @@ def test_training_past_the_target_does_nothing(straight_run):
     assert_trees_equal(jax.device_get(state), final)
 
 
-def test_corrupted_checkpoint_gives_a_clear_error(straight_run, tmp_path):
+def truncate_array_files(step_directory) -> dict[str, int]:
+    """Halve every array data file of a checkpoint step; returns {relative path: new size}."""
+    sizes = {}
+    for root, _, names in os.walk(os.path.join(step_directory, "state")):
+        if os.path.basename(root) == "d":
+            for name in names:
+                path = os.path.join(root, name)
+                os.truncate(path, os.path.getsize(path) // 2)
+                sizes[os.path.relpath(path, step_directory)] = os.path.getsize(path)
+    assert sizes
+    return sizes
+
+
+def test_damaged_newest_checkpoint_is_quarantined_and_the_run_resumes_from_the_previous(straight_run, tmp_path):
     workdir = str(tmp_path / "copy")
     shutil.copytree(straight_run[0], workdir)
-    state_dir = os.path.join(workdir, "checkpoints", "20", "state")
-    for root, _, files in os.walk(state_dir):
-        for name in files:
-            with open(os.path.join(root, name), "wb") as f:
-                f.write(b"not a checkpoint")
+    truncated = truncate_array_files(os.path.join(workdir, "checkpoints", "20"))
+    state = train(build_experiment(tiny_config(num_steps=20), jax.devices()[:8]), workdir)
+    # Resumed from 10 and saved a fresh 20 beside the quarantined one: the same final state.
+    assert checkpoint_steps(workdir) == [10, 20]
+    assert_trees_equal(jax.device_get(state), straight_run[1])
+    quarantined = os.listdir(os.path.join(workdir, checkpoint.QUARANTINE_SUBDIR))
+    assert len(quarantined) == 1 and quarantined[0].startswith("checkpoint_20_")
+    for path, size in truncated.items():  # kept as it was, not deleted
+        assert os.path.getsize(os.path.join(workdir, checkpoint.QUARANTINE_SUBDIR, quarantined[0], path)) == size
+
+
+def test_sampling_reads_past_a_damaged_checkpoint_without_moving_it(straight_run, tmp_path):
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(straight_run[0], workdir)
+    os.remove(os.path.join(workdir, "checkpoints", "20", "state", "_METADATA"))
     experiment = build_experiment(tiny_config(num_steps=20), jax.devices()[:1])
-    with pytest.raises(checkpoint.CheckpointError, match="could not be restored.*previous one"):
-        restore_latest(experiment, workdir)
+    manager = checkpoint.open_manager(workdir, max_to_keep=3, save_interval_steps=1, create=False)
+    restored = checkpoint.restore_newest_intact(manager, experiment.abstract_state(), quarantine=False)
+    manager.close()
+    assert restored.step == 10 and int(restored.state.step) == 10
+    assert "checkpoint 20 is damaged" in restored.report() and "left in place" in restored.report()
+    assert checkpoint_steps(workdir) == [10, 20]
+
+
+def test_a_config_that_fits_no_checkpoint_moves_nothing(straight_run, tmp_path):
+    """Every step failing points at the config, not the files: an error, nothing moved."""
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(straight_run[0], workdir)
+    config = tiny_config(num_steps=30)
+    config.model.kwargs.hidden_dim = 48
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint.*could be restored.*config"):
+        train(build_experiment(config, jax.devices()[:1]), workdir)
+    assert checkpoint_steps(workdir) == [10, 20]
+    assert not os.path.exists(os.path.join(workdir, checkpoint.QUARANTINE_SUBDIR))
 
 
 def test_missing_checkpoint_directory_is_reported(tmp_path):

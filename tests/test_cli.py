@@ -1,5 +1,7 @@
 """The command line end to end: train, resume, sample and evaluate in fresh processes on
-different device counts; every kind of bad input gives one line and a non-zero exit."""
+different device counts (the shared run's workdir is a file:// URL); a damaged newest
+checkpoint is skipped with one line; a second trainer on a held workdir is refused; every
+kind of bad input gives exactly one line on stderr and a non-zero exit."""
 import json
 import os
 import subprocess
@@ -34,12 +36,20 @@ def snapshot(workdir):
     return found
 
 
+def assert_one_error_line(result, message):
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr[-3000:]
+    assert message in result.stderr, result.stderr
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """20 steps on 4 simulated devices, then the built-in sampling and evaluation."""
+    """20 steps on 4 simulated devices, then the built-in sampling and evaluation; the
+    workdir is given as a file:// URL."""
     workdir = str(tmp_path_factory.mktemp("run"))
-    result = run_main(workdir, devices=4)
+    result = run_main(f"file://{workdir}", devices=4)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""
     return workdir, result
 
 
@@ -53,6 +63,7 @@ def test_train_writes_checkpoints_logs_samples_and_evaluation(trained):
     assert all(np.isfinite(r["loss"]) and r["steps_per_second"] > 0 for r in records)
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tensorboard")))
     assert "step 20/20" in result.stdout and "steps/s" in result.stdout and "ETA" in result.stdout
+    assert not os.path.exists(os.path.join(ROOT, "file:"))  # the URL was not taken for a relative path
     evaluation = json.load(open(os.path.join(workdir, "eval", "step_20.json")))
     for name in ("euler_maruyama", "probability_flow"):
         entry = evaluation["samplers"][name]
@@ -67,7 +78,7 @@ def test_sample_in_a_fresh_process_on_another_device_count(trained):
     workdir, _ = trained
     trained_set = np.load(os.path.join(workdir, "samples", "step_20_euler_maruyama.npz"))["samples"]
     os.remove(os.path.join(workdir, "samples", "step_20_euler_maruyama.npz"))
-    result = run_main(workdir, "--mode=sample", devices=1)
+    result = run_main(f"file://{workdir}", "--mode=sample", devices=1)
     assert result.returncode == 0, result.stderr[-3000:]
     resampled = np.load(os.path.join(workdir, "samples", "step_20_euler_maruyama.npz"))["samples"]
     # Same EMA weights and per-example keys: the same samples as right after training on 4 devices.
@@ -84,18 +95,18 @@ def test_evaluate_in_a_fresh_process(trained):
 def test_rerun_does_nothing_and_longer_target_resumes(trained):
     workdir, _ = trained
     before = snapshot(workdir)
-    result = run_main(workdir, "--config.evaluate.samplers=euler_maruyama", devices=1)
+    result = run_main(f"file://{workdir}", "--config.evaluate.samplers=euler_maruyama", devices=1)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already trained to step 20" in result.stdout
     assert snapshot(workdir) == before
-    result = run_main(workdir, "--config.evaluate.samplers=euler_maruyama", devices=2, steps=30)
+    result = run_main(f"file://{workdir}", "--config.evaluate.samplers=euler_maruyama", devices=2, steps=30)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from checkpoint 20" in result.stdout
     assert checkpoint_steps(workdir)[-1] == 30
 
 
 BAD_INPUTS = [
-    (["--config.training.not_a_field=1"], "training has no field 'not_a_field'; valid fields: batch_size"),
+    (["--config.training.not_a_field=1"], "training has no field 'not_a_field'; valid fields: allow_schedule_change, batch_size"),
     (["--config.training.num_steps=many"], "--config.training.num_steps=many"),
     (["--config.data.name=mnist"], "data.name='mnist' is not known; valid choices: checkerboard"),
     (["--config.process.name=ncsn"], "process.name='ncsn' is not known; valid choices: edm, subvp, ve, vp"),
@@ -114,10 +125,54 @@ def test_bad_input_gives_one_line_and_touches_no_checkpoint(trained, args, messa
     workdir, _ = trained
     before = snapshot(workdir)
     result = run_main(workdir, *args, devices=4)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
-    assert message in lines[0], lines[0]
+    assert_one_error_line(result, message)
+    assert snapshot(workdir) == before
+
+
+def copy_of_run(trained, tmp_path):
+    import shutil
+
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(trained[0], workdir)
+    return workdir
+
+
+def truncate_array_files(step_directory):
+    for root, _, names in os.walk(os.path.join(step_directory, "state")):
+        for name in names if os.path.basename(root) == "d" else ():
+            os.truncate(os.path.join(root, name), os.path.getsize(os.path.join(root, name)) // 2)
+
+
+def test_rerun_after_damage_resumes_from_the_previous_checkpoint_and_says_so(trained, tmp_path):
+    workdir = copy_of_run(trained, tmp_path)
+    truncate_array_files(os.path.join(workdir, "checkpoints", "20"))
+    result = run_main(f"file://{workdir}", "--config.evaluate.samplers=euler_maruyama",
+                      "--config.evaluate.nll_num_points=0", devices=1)
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-3000:]
+    damage = [line for line in result.stdout.splitlines() if "damaged" in line]
+    assert len(damage) == 1 and "checkpoint 20 is damaged" in damage[0] and "using checkpoint 10" in damage[0]
+    assert "quarantine" in damage[0] and "resumed from checkpoint 10" in result.stdout
+    assert checkpoint_steps(workdir) == [10, 20] and len(os.listdir(os.path.join(workdir, "quarantine"))) == 1
+
+
+ERROR_PATHS = [
+    ("no intact checkpoint", ["--mode=sample"], "no checkpoint in", 1),
+    ("changed cosine horizon", ["--config.optimizer.decay=cosine"], "would change the learning-rate schedule", 2),
+    ("unknown URL scheme", ["--workdir=ftp://host/run"], "unknown URL scheme ftp://", 2),
+    ("relative file URL", ["--workdir=file://run"], "needs an absolute path", 2),
+]
+
+
+@pytest.mark.parametrize("damage, args, message, status", ERROR_PATHS, ids=[e[0] for e in ERROR_PATHS])
+def test_run_failures_give_exactly_one_line(trained, tmp_path, damage, args, message, status):
+    workdir = copy_of_run(trained, tmp_path)
+    if damage == "no intact checkpoint":
+        for step in checkpoint_steps(workdir):
+            truncate_array_files(os.path.join(workdir, "checkpoints", str(step)))
+    before = snapshot(workdir)
+    result = run_main(workdir, *args, devices=1, steps=40)
+    assert_one_error_line(result, message)
+    assert result.returncode == status
     assert snapshot(workdir) == before
 
 
@@ -162,6 +217,10 @@ def test_sigterm_saves_a_checkpoint_and_the_next_start_resumes(tmp_path):
         deadline = time.time() + 120
         while time.time() < deadline and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 3):
             time.sleep(0.2)
+        # A second trainer on the held workdir is refused with one line naming the first.
+        second = run_main(workdir, steps=40)
+        assert_one_error_line(second, f"is in use by another training run (pid {process.pid} on")
+        assert second.returncode == 1 and process.poll() is None
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=120)
     finally:

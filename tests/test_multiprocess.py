@@ -93,3 +93,27 @@ def test_two_process_checkpoint_resumes_in_one_process_like_the_single_run(runs)
     one, continued = losses(single), losses(resumed)
     np.testing.assert_allclose([continued[s] for s in range(21, 31)], [one[s] for s in range(21, 31)],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_every_process_of_a_launch_on_a_held_workdir_exits_non_zero(tmp_path):
+    """Process 0 takes the lock for the run; when it is refused, all processes exit (no hang)."""
+    import socket
+
+    from genjax import workdir as workdir_lib
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "experiments.main", f"--workdir={tmp_path}", "--config=configs/base.py",
+               *tiny_overrides(num_steps=20), *COMMON, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+    with workdir_lib.RunLock(workdir_lib.resolve(str(tmp_path))):
+        processes = [subprocess.Popen(["timeout", "-s", "KILL", "120", *command, f"--process_id={i}"], cwd=ROOT,
+                                      env=environment(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for i in range(2)]
+        results = [p.communicate() for p in processes]
+    codes = [p.returncode for p in processes]
+    assert codes == [1, 1], (codes, [r[1][-2000:] for r in results])
+    assert results[0][1].startswith("error: ") and results[0][1].count("\n") == 1
+    assert f"in use by another training run (pid {os.getpid()}" in results[0][1]
+    assert results[1][1].startswith("error: process 0 could not take the workdir lock")
+    assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))

@@ -9,12 +9,10 @@ prior alone gives the same points.
 """
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import numpy as np
 
+from genjax import workdir as workdir_lib
 from genjax.evaluate.likelihood import negative_log_likelihood
 from genjax.evaluate.sampling import draw, write_sample_set
 from genjax.evaluate.two_sample import sample_quality
@@ -22,11 +20,11 @@ from genjax.samplers.prior import example_keys, sample_prior
 from genjax.experiment import Experiment, derive_key, evaluation_samplers
 
 
-def evaluate(experiment: Experiment, params, step: int, workdir: str) -> dict | None:
+def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
     """Metrics of every sampler in config.evaluate.samplers; writes `eval/step_<N>.json`.
 
     Every process draws its share of the samples; process 0 scores them, writes the files
-    and returns the results (other processes return None)."""
+    and returns the results (other processes return None). `workdir`: a local path or a URL."""
     config = experiment.config
     num = config.evaluate.num_samples
     drawn_by_sampler = {name: draw(experiment, params, name, num) for name in evaluation_samplers(config)}
@@ -50,21 +48,19 @@ def evaluate(experiment: Experiment, params, step: int, workdir: str) -> dict | 
                              "prior_vs_data": sample_quality(metrics_key, prior, reference)},
                "samplers": {}}
     for name, drawn in drawn_by_sampler.items():
-        npz_path, png_path = write_sample_set(workdir, step, name, drawn, reference)
+        npz_file, png_file = write_sample_set(workdir, step, name, drawn, reference)
         quality = sample_quality(metrics_key, drawn["samples"], reference)
         results["samplers"][name] = {
             **quality,
             "nfe_mean": float(drawn["nfe"].mean()),
             "nfe_max": int(drawn["nfe"].max()),
             "seconds": drawn["seconds"],
-            "samples": os.path.relpath(npz_path, workdir),
-            "figure": os.path.relpath(png_path, workdir),
+            "samples": npz_file,
+            "figure": png_file,
         }
     if nll is not None:
         results["likelihood"] = nll
-    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-    with open(os.path.join(workdir, "eval", f"step_{step}.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    workdir_lib.write_json(workdir_lib.resolve(workdir) / "eval" / f"step_{step}.json", results)
     return results
 
 
@@ -80,7 +76,12 @@ def format_table(results: dict) -> str:
         nll = results["likelihood"]
         lines.append(
             f"NLL of {nll['num_points']} held-out points: {nll['nll_nats_per_dim']:.4f} +- "
-            f"{nll['nll_standard_error']:.4f} nats/dim (probability-flow ODE, mean NFE {nll['nfe_mean']:.1f}; "
-            f"the prior alone: {nll['prior_nll_nats_per_dim']:.4f})"
+            f"{nll['nll_standard_error']:.4f} nats/dim (probability-flow ODE, mean NFE {nll['nfe_mean']:.1f}, "
+            f"{nll['failed_points']} failed solves; the prior alone: {nll['prior_nll_nats_per_dim']:.4f})"
         )
+        if nll["failed_points"]:
+            lines.append(
+                f"NLL not available: the ODE solve failed for {nll['failed_points']} of {nll['num_points']} points; "
+                "raise evaluate.likelihood.max_steps or loosen its rtol/atol"
+            )
     return "\n".join(lines)

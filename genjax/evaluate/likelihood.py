@@ -5,6 +5,11 @@ device solves the probability-flow ODE with the instantaneous change of variable
 own points (`genjax.samplers.likelihood.log_likelihood`). Point i uses the probes of global
 index i, so the numbers do not depend on the device count. Reported in nats per dimension
 (continuous low-dimensional data); image data converts with `genjax.evaluate.bits_per_dim`.
+
+Failed solves (max_steps reached, step size collapsed) are counted, never dropped: if any
+point's solve fails, the NLL and its standard error are NaN and `failed_points` says how
+many. A mean over the points that did converge would be optimistic, since the failures are
+the points where the flow is hardest to integrate.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from genjax.train.parallel import BATCH_AXES, data_parallel_size
 
 def negative_log_likelihood(experiment: Experiment, params, data: np.ndarray, options: dict,
                             score_model=None) -> dict:
-    """NLL of `data` [N, *shape] in nats/dim (mean and standard error over points), with NFE.
+    """NLL of `data` [N, *shape] in nats/dim (mean and standard error over points), with NFE
+    and the number of failed solves (NLL = NaN if there are any; module docstring).
 
     `options` are keyword arguments of `log_likelihood` (divergence, probe, num_probes,
     solver, rtol, atol, max_steps). `score_model` maps params to a per-example score fn
@@ -52,12 +58,16 @@ def negative_log_likelihood(experiment: Experiment, params, data: np.ndarray, op
     seconds = time.perf_counter() - start
     log_prob, nfe, successful = (np.asarray(v)[:num] for v in multihost_utils.process_allgather(outputs, tiled=True))
     num_dims = int(np.prod(data.shape[1:]))
-    mean, standard_error = nats_per_dim(jnp.asarray(log_prob[successful]), num_dims)
+    failed = int((~successful).sum())
+    if failed:
+        mean = standard_error = float("nan")
+    else:
+        mean, standard_error = nats_per_dim(jnp.asarray(log_prob), num_dims)
     return {
         "nll_nats_per_dim": float(mean),
         "nll_standard_error": float(standard_error),
         "num_points": num,
-        "failed_points": int((~successful).sum()),
+        "failed_points": failed,
         "nfe_mean": float(nfe.mean()),
         "seconds": seconds,
     }

@@ -2,10 +2,12 @@
 
 Every panel of one figure shares the same axis limits and histogram bins, so densities can
 be compared by eye. Inputs may be numpy or jax arrays of shape [N, 2]; non-finite points are
-dropped (and counted in the panel title). Files are small PNGs (about 100 dpi).
+dropped (and counted in the panel title). Files are small PNGs (about 100 dpi), written
+through `genjax.workdir` (a local path or a gs:// URL).
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from typing import Mapping, Optional, Sequence
@@ -149,10 +151,10 @@ def save_grid_of_datasets(
 
 
 def _save(figure, path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    figure.savefig(path, dpi=_DPI)
+    from genjax import workdir  # here: plots stay importable without the run machinery
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI)
     plt.close(figure)
-    return path
+    workdir.write_bytes(workdir.resolve(path), buffer.getvalue())
+    return os.fspath(path)

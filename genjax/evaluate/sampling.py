@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
+import io
 import time
 
 import jax
@@ -22,7 +22,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from genjax import factory
+from genjax import factory, workdir as workdir_lib
 from genjax.evaluate.plots import save_samples_figure
 from genjax.experiment import Experiment, derive_key
 from genjax.train.parallel import BATCH_AXES, data_parallel_size
@@ -66,12 +66,14 @@ def draw(experiment: Experiment, params, sampler_name: str, num_samples: int, sc
     return {"samples": samples, "nfe": nfe, "seconds": seconds}
 
 
-def write_sample_set(workdir: str, step: int, sampler_name: str, drawn: dict, reference: np.ndarray) -> tuple[str, str]:
-    """`samples/step_<N>_<sampler>.npz` (samples, nfe) and the matching PNG beside the data."""
-    directory = os.path.join(workdir, "samples")
-    os.makedirs(directory, exist_ok=True)
-    stem = os.path.join(directory, f"step_{step}_{sampler_name}")
-    np.savez(stem + ".npz", samples=drawn["samples"], nfe=drawn["nfe"])
+def write_sample_set(workdir, step: int, sampler_name: str, drawn: dict, reference: np.ndarray) -> tuple[str, str]:
+    """`samples/step_<N>_<sampler>.npz` (samples, nfe) and the matching PNG beside the data;
+    returns their paths relative to `workdir` (a local path or a URL)."""
+    directory = workdir_lib.resolve(workdir) / "samples"
+    stem = f"step_{step}_{sampler_name}"
+    buffer = io.BytesIO()
+    np.savez(buffer, samples=drawn["samples"], nfe=drawn["nfe"])
+    workdir_lib.write_bytes(directory / f"{stem}.npz", buffer.getvalue())
     title = f"{sampler_name}, step {step}, mean NFE {drawn['nfe'].mean():.1f}"
-    save_samples_figure(stem + ".png", reference, drawn["samples"], title=title)
-    return stem + ".npz", stem + ".png"
+    save_samples_figure(directory / f"{stem}.png", reference, drawn["samples"], title=title)
+    return f"samples/{stem}.npz", f"samples/{stem}.png"

@@ -12,6 +12,8 @@ import flax.linen as nn
 
 from genjax.nets.embeddings import GaussianFourierEmbedding, sinusoidal_embedding
 
+EMBEDDINGS = ("sinusoidal", "fourier")
+
 
 class TimeConditionedMLP(nn.Module):
     """Residual MLP with the time features added in every block:
@@ -35,6 +37,19 @@ class TimeConditionedMLP(nn.Module):
     embedding_dim: int = 64
     time_scale: float = 1000.0
 
+    def __post_init__(self):
+        if not (isinstance(self.hidden_dim, int) and self.hidden_dim >= 1):
+            raise ValueError(f"hidden_dim={self.hidden_dim!r} must be a positive integer")
+        if not (isinstance(self.num_layers, int) and self.num_layers >= 0):
+            raise ValueError(f"num_layers={self.num_layers!r} must be a non-negative integer")
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding={self.embedding!r} is not known; choose one of {EMBEDDINGS}")
+        if not (isinstance(self.embedding_dim, int) and self.embedding_dim >= 2 and self.embedding_dim % 2 == 0):
+            raise ValueError(f"embedding_dim={self.embedding_dim!r} must be a positive even integer")
+        if not (0.0 < self.time_scale < float("inf")):
+            raise ValueError(f"time_scale={self.time_scale!r} must be positive and finite")
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
         batch_shape, data_dim = x.shape[:-1], x.shape[-1]
@@ -44,7 +59,7 @@ class TimeConditionedMLP(nn.Module):
         elif self.embedding == "fourier":
             emb = GaussianFourierEmbedding(self.embedding_dim)(t / self.time_scale)
         else:
-            raise ValueError(f"unknown time embedding {self.embedding!r}; choose 'sinusoidal' or 'fourier'")
+            raise ValueError(f"unknown time embedding {self.embedding!r}; choose one of {EMBEDDINGS}")
         emb = nn.Dense(self.hidden_dim)(nn.silu(nn.Dense(self.hidden_dim)(emb)))
         h = nn.Dense(self.hidden_dim)(x.reshape(-1, data_dim)) + emb
         for _ in range(self.num_layers):

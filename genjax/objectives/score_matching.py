@@ -130,6 +130,8 @@ def denoising_score_matching_loss(
         raise ValueError(f"unknown reduction {reduce!r}; choose one of {REDUCTIONS}")
     if importance_sampling and weighting != "likelihood":
         raise ValueError("importance_sampling applies to the 'likelihood' (g^2) weighting only")
+    if sigma_data is not None and not sigma_data > 0:
+        raise ValueError(f"sigma_data={sigma_data!r} must be > 0")
     if sigma_data is None:
         sigma_data = getattr(process, "sigma_data", 0.5)
 

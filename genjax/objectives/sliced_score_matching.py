@@ -48,6 +48,8 @@ def sliced_score_matching_loss(
     """
     if projection not in PROJECTIONS:
         raise ValueError(f"unknown projection {projection!r}; choose one of {PROJECTIONS}")
+    if num_projections < 1:
+        raise ValueError(f"num_projections={num_projections!r} must be >= 1")
 
     def per_example(xi, key):
         shape = (num_projections,) + xi.shape

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import ClassVar
 
 import jax
@@ -43,6 +44,15 @@ class DiffusionProcess(abc.ABC):
     # False for a path with no reverse-time SDE (PFGM++): stochastic samplers refuse it.
     has_reverse_sde: ClassVar[bool] = True
 
+    def __post_init__(self):
+        """Checks the time range: 0 < t_min_train < t_max and 0 <= t_min_sample < t_max
+        (t_min_train > 0 keeps sigma(t) > 0 in the training loss)."""
+        require(0 < self.t_max < math.inf, f"t_max={self.t_max!r} must be > 0 and finite")
+        require(0 < self.t_min_train < self.t_max,
+                f"t_min_train={self.t_min_train!r} must lie in (0, t_max={self.t_max!r})")
+        require(0 <= self.t_min_sample < self.t_max,
+                f"t_min_sample={self.t_min_sample!r} must lie in [0, t_max={self.t_max!r})")
+
     # --- the SDE -------------------------------------------------------------------------
     @abc.abstractmethod
     def drift(self, x: jax.Array, t: jax.Array) -> jax.Array:
@@ -63,7 +73,8 @@ class DiffusionProcess(abc.ABC):
         return alpha * x0, sigma
 
     def perturb(self, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
-        """x_t = alpha(t) x_0 + sigma(t) noise, with noise ~ N(0, I); t is a scalar."""
+        """x_t = alpha(t) x_0 + sigma(t) noise, with noise drawn by `perturbation_noise` (N(0, I) for a
+        Gaussian kernel); t is a scalar."""
         alpha, sigma = self.marginal_coefficients(t)
         return alpha * x0 + sigma * noise
 
@@ -110,6 +121,16 @@ class DiffusionProcess(abc.ABC):
     def probability_flow_drift(self, x: jax.Array, t: jax.Array, score: jax.Array) -> jax.Array:
         """Velocity of the probability-flow ODE, f - g^2 score / 2 (Song et al. eq. 13)."""
         return self.drift(x, t) - 0.5 * self.diffusion(t) ** 2 * score
+
+
+def require(condition, message: str) -> None:
+    """ValueError(message) unless `condition` holds. A NaN parameter fails every check
+    written as `value > bound`. A traced condition (parameters under a jax transform)
+    is not checked."""
+    if isinstance(condition, jax.core.Tracer):
+        return
+    if not condition:
+        raise ValueError(message)
 
 
 def standard_normal_log_prob(z: jax.Array) -> jax.Array:

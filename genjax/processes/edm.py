@@ -26,11 +26,21 @@ The fields t_max, t_min_train and t_min_sample are derived from sigma_max and si
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.base import DiffusionProcess, standard_normal_log_prob
+from genjax.processes.base import DiffusionProcess, require, standard_normal_log_prob
+
+
+def rho_grid(num_steps: int, sigma_min, sigma_max, rho: float) -> jax.Array:
+    """Karras et al. eq. 5: sigma_i = (sigma_max^(1/rho) + i / (N - 1) (sigma_min^(1/rho) -
+    sigma_max^(1/rho)))^rho, i = 0 .. N - 1, from sigma_0 = sigma_max down to sigma_{N-1} =
+    sigma_min (float32; N = `num_steps`)."""
+    i = jnp.arange(num_steps, dtype=jnp.float32)
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    return (hi + i / max(num_steps - 1, 1) * (lo - hi)) ** rho
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +63,18 @@ class EDMProcess(DiffusionProcess):
     t_min_sample: float = dataclasses.field(default=0.002, init=False)
 
     def __post_init__(self):
+        require(self.sigma_min > 0, f"sigma_min={self.sigma_min!r} must be > 0")
+        require(self.sigma_min < self.sigma_max < math.inf,
+                f"sigma_max={self.sigma_max!r} must be finite and > sigma_min={self.sigma_min!r}")
+        require(self.sigma_data > 0, f"sigma_data={self.sigma_data!r} must be > 0")
+        require(self.p_std > 0, f"p_std={self.p_std!r} must be > 0")
+        require(abs(self.p_mean) < math.inf, f"p_mean={self.p_mean!r} must be finite")
+        require(self.rho > 0, f"rho={self.rho!r} must be > 0")
         object.__setattr__(self, "t_max", float(self.sigma_inverse(jnp.float32(self.sigma_max))))
         t_min = float(self.sigma_inverse(jnp.float32(self.sigma_min)))
         object.__setattr__(self, "t_min_train", t_min)
         object.__setattr__(self, "t_min_sample", t_min)
+        super().__post_init__()
 
     # --- schedules (override together for another formulation) -----------------------------
     def sigma(self, t: jax.Array) -> jax.Array:
@@ -102,13 +120,9 @@ class EDMProcess(DiffusionProcess):
 
     # --- discretisation and training distribution ------------------------------------------
     def sigma_steps(self, num_steps: int, rho: float | None = None) -> jax.Array:
-        """Karras et al. eq. 5: sigma_i = (sigma_max^(1/rho) + i / (N - 1)
-        (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho for i = 0 .. N - 1, decreasing from
-        sigma_max to sigma_min (the final step to sigma = 0 is not included)."""
-        rho = self.rho if rho is None else rho
-        i = jnp.arange(num_steps, dtype=jnp.float32)
-        lo, hi = self.sigma_min ** (1.0 / rho), self.sigma_max ** (1.0 / rho)
-        return (hi + i / max(num_steps - 1, 1) * (lo - hi)) ** rho
+        """`rho_grid` from sigma_max to sigma_min (eq. 5; the final step to sigma = 0 is not
+        included)."""
+        return rho_grid(num_steps, self.sigma_min, self.sigma_max, self.rho if rho is None else rho)
 
     def time_steps(self, num_steps: int, rho: float | None = None) -> jax.Array:
         """The times t_i = sigma^{-1}(sigma_i) of `sigma_steps`."""

@@ -48,7 +48,7 @@ class PFGMPPProcess(EDMProcess):
 
     def __post_init__(self):
         if not (isinstance(self.augment_dim, (int, float)) and self.augment_dim > 0 and math.isfinite(self.augment_dim)):
-            raise ValueError(f"augment_dim must be a finite number > 0 (PFGM++'s D), got {self.augment_dim!r}")
+            raise ValueError(f"augment_dim={self.augment_dim!r} must be a finite number > 0 (PFGM++'s D)")
         super().__post_init__()
 
     def radius(self, sigma: jax.Array) -> jax.Array:

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import diffrax
 import jax
-import jax.numpy as jnp
-import lineax
 import numpy as np
+
+from genjax.stochastic.sde_solvers import sde_terms
+from genjax.stochastic.time_reversal import forward_sde
 
 
 def simulate_forward(process, x0: jax.Array, key: jax.Array, grid: jax.Array, save_indices: tuple[int, ...]):
     """Euler-Maruyama from x0 (any shape; a batch is one joint solve with independent noise
     per element) on the fixed time grid, returning the states at grid[save_indices]
     stacked on a new leading axis. Jit with `process` and `save_indices` static."""
-    drift = diffrax.ODETerm(lambda t, x, args: process.drift(x, t))
     brownian = diffrax.UnsafeBrownianPath(shape=jax.ShapeDtypeStruct(x0.shape, x0.dtype), key=key)
-    diffusion = diffrax.ControlTerm(
-        lambda t, x, args: lineax.DiagonalLinearOperator(jnp.broadcast_to(process.diffusion(t), x.shape)),
-        brownian,
-    )
     solution = diffrax.diffeqsolve(
-        diffrax.MultiTerm(drift, diffusion),
+        sde_terms(*forward_sde(process), brownian),
         diffrax.Euler(),
         t0=grid[0],
         t1=grid[-1],

@@ -29,13 +29,20 @@ import math
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.base import DiffusionProcess, standard_normal_log_prob
+from genjax.processes.base import DiffusionProcess, require, standard_normal_log_prob
 
 
 @dataclasses.dataclass(frozen=True)
 class VESDE(DiffusionProcess):
     sigma_min: float = 0.01
     sigma_max: float = 50.0
+
+    def __post_init__(self):
+        """0 < sigma_min < sigma_max."""
+        super().__post_init__()
+        require(self.sigma_min > 0, f"sigma_min={self.sigma_min!r} must be > 0")
+        require(self.sigma_min < self.sigma_max < math.inf,
+                f"sigma_max={self.sigma_max!r} must be finite and > sigma_min={self.sigma_min!r}")
 
     @property
     def log_ratio(self) -> float:

@@ -5,7 +5,8 @@ For a Gaussian kernel x_t = alpha(t) x_0 + sigma(t) eps, a model of p_t can be r
     score        s(x, t)   = grad_x log p_t(x)
     noise        eps(x, t) = -sigma(t) s(x, t)                 (Ho et al. 2020; Song et al. 2021)
     denoised     D(x, t)   = (x + sigma(t)^2 s(x, t)) / alpha(t)  (Tweedie's formula; Karras et al. 2022)
-    velocity     v(x, t)   = f(x, t) - g(t)^2 s(x, t) / 2      (probability flow; Song et al. 2021, eq. 13)
+    velocity     v(x, t)   = f(x, t) - g(t)^2 s(x, t) / 2      (probability flow; Song et al. 2021, eq. 13;
+                                                            `process.probability_flow_drift`)
 
 The denoised view is E[x_0 | x_t], in the units of the data. For a scaled process
 (Karras et al. 2022, Table 1) with alpha(t) = s(t) and sigma(t) = s(t) sigma_tilde(t),
@@ -25,6 +26,9 @@ from typing import Callable
 import jax
 
 PerExampleFn = Callable[[jax.Array, jax.Array], jax.Array]
+# A per-example score model (x [*shape], t []) -> grad_x log p_t(x) [*shape]: what samplers,
+# likelihoods and the stochastic-calculus studies take in place of a network.
+ScoreFn = PerExampleFn
 
 OUTPUT_KINDS = ("noise", "score", "denoised")
 
@@ -51,8 +55,9 @@ def sigma_tilde_from_coefficients(alpha: jax.Array, sigma: jax.Array) -> jax.Arr
 
 
 def velocity_from_score(process, x: jax.Array, t: jax.Array, score: jax.Array) -> jax.Array:
-    """Probability-flow velocity v = f(x, t) - g(t)^2 score / 2 (Song et al. 2021, eq. 13)."""
-    return process.drift(x, t) - 0.5 * process.diffusion(t) ** 2 * score
+    """Probability-flow velocity v = f(x, t) - g(t)^2 score / 2 (Song et al. 2021, eq. 13):
+    the process's `probability_flow_drift`, which a path without an SDE can define directly."""
+    return process.probability_flow_drift(x, t, score)
 
 
 def score_from_velocity(process, x: jax.Array, t: jax.Array, velocity: jax.Array) -> jax.Array:

@@ -13,17 +13,25 @@ and the prior is N(0, I). Defaults beta_min = 0.1, beta_max = 20 are the paper's
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.base import DiffusionProcess, standard_normal_log_prob
+from genjax.processes.base import DiffusionProcess, require, standard_normal_log_prob
 
 
 @dataclasses.dataclass(frozen=True)
 class VPSDE(DiffusionProcess):
     beta_min: float = 0.1
     beta_max: float = 20.0
+
+    def __post_init__(self):
+        """0 <= beta_min <= beta_max and beta_max > 0 (beta_min = beta_max: an OU process)."""
+        super().__post_init__()
+        require(self.beta_min >= 0, f"beta_min={self.beta_min!r} must be >= 0")
+        require(0 < self.beta_max < math.inf and self.beta_max >= self.beta_min,
+                f"beta_max={self.beta_max!r} must be > 0, finite and >= beta_min={self.beta_min!r}")
 
     def beta(self, t: jax.Array) -> jax.Array:
         return self.beta_min + t * (self.beta_max - self.beta_min)

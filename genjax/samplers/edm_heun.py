@@ -46,17 +46,15 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.views import denoised_from_score, sigma_tilde_from_coefficients
+from genjax.processes.edm import rho_grid
+from genjax.processes.views import ScoreFn, denoised_from_score, sigma_tilde_from_coefficients
 from genjax.samplers.capabilities import require_reverse_sde
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
-
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def sigma_tilde(process, t: jax.Array) -> jax.Array:
@@ -87,13 +85,6 @@ def time_of_sigma_tilde(process, level: jax.Array, iterations: int = 64) -> jax.
         return 0.5 * (lo + hi)
 
     return jax.vmap(one)(level.ravel()).reshape(level.shape)
-
-
-def rho_grid(num_steps: int, sigma_min: float, sigma_max: float, rho: float) -> jax.Array:
-    """Karras et al. eq. 5: sigma_0 = sigma_max > ... > sigma_{N-1} = sigma_min."""
-    i = jnp.arange(num_steps, dtype=jnp.float32)
-    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
-    return (hi + i / max(num_steps - 1, 1) * (lo - hi)) ** rho
 
 
 def sample_edm_heun(
@@ -132,6 +123,17 @@ def sample_edm_heun(
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if not rho > 0:
+        raise ValueError(f"rho={rho!r} must be > 0")
+    if sigma_min is not None and not sigma_min > 0:
+        raise ValueError(f"sigma_min={sigma_min!r} must be > 0")
+    if sigma_max is not None and not sigma_max > (0 if sigma_min is None else sigma_min):
+        raise ValueError(f"sigma_max={sigma_max!r} must be > 0 and > sigma_min={sigma_min!r}")
+    for name, value in (("s_churn", s_churn), ("s_noise", s_noise), ("s_tmin", s_tmin)):
+        if not value >= 0:
+            raise ValueError(f"{name}={value!r} must be >= 0")
+    if not s_tmax >= s_tmin:
+        raise ValueError(f"s_tmax={s_tmax!r} must be >= s_tmin={s_tmin!r}")
     if s_churn > 0:
         require_reverse_sde(process, "edm_heun with s_churn > 0")
     shape = tuple(shape)

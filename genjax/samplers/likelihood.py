@@ -78,10 +78,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from genjax.processes.views import ScoreFn, velocity_fn_from_score_fn
 from genjax.samplers.prior import example_keys
-from genjax.samplers.probability_flow import evaluations_per_solve
+from genjax.samplers.probability_flow import check_solver_options, evaluations_per_solve
 
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 _ADAPTIVE_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
 DIVERGENCES = ("exact", "hutchinson")
@@ -203,6 +203,7 @@ def log_likelihood(
         raise ValueError("divergence='hutchinson' needs a key for its probes")
     if probe not in PROBES:
         raise ValueError(f"unknown probe {probe!r}; choose one of {PROBES}")
+    check_solver_options(rtol, atol, max_steps)
 
     solve = _augmented_solver(
         process, score_fn, solver.lower(), rtol, atol, max_steps, t0, exact, terminal_log_prob
@@ -269,9 +270,11 @@ def _augmented_solver(
     controller = diffrax.PIDController(rtol=rtol, atol=atol)
     prior_log_prob = process.prior_log_prob if terminal_log_prob is None else terminal_log_prob
 
+    velocity_fn = velocity_fn_from_score_fn(process, score_fn)
+
     def field(t, state, eps):
         y, _ = state
-        velocity = lambda z: process.probability_flow_drift(z, t, score_fn(z, t))
+        velocity = lambda z: velocity_fn(z, t)
         if exact:
             v, div = divergence_exact(velocity, y)
         else:

@@ -88,17 +88,14 @@ References:
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.views import denoised_from_score
+from genjax.processes.views import ScoreFn, denoised_from_score
 from genjax.samplers.capabilities import require_reverse_sde
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
 
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral", "none")
 CORRECTORS = ("langevin", "none")
@@ -215,6 +212,8 @@ def sample_predictor_corrector(
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if corrector == "langevin" and corrector_steps < 1:
         raise ValueError(f"corrector_steps must be >= 1, got {corrector_steps}")
+    if corrector == "langevin" and not 0 < snr < float("inf"):
+        raise ValueError(f"snr={snr!r} must be > 0 and finite")
     t_max, t_min = float(process.t_max), float(process.t_min_sample)
     if not t_max > t_min >= 0.0:
         raise ValueError(f"need t_max > t_min_sample >= 0, got {t_max}, {t_min}")

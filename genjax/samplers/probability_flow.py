@@ -43,17 +43,15 @@ a runtime error is unwelcome, pass `throw=False` and check `result.successful`.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from genjax.processes.views import ScoreFn, velocity_fn_from_score_fn
 from genjax.samplers.prior import example_keys, sample_prior
 from genjax.samplers.result import SampleResult
 
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 # name -> (solver class, number of stages, FSAL, adaptive)
 _SOLVERS = {
@@ -143,6 +141,18 @@ def _solve_all(solve, x_T, throw: bool, what: str) -> SampleResult:
     return SampleResult(samples=samples, nfe=nfe, successful=successful)
 
 
+def check_solver_options(rtol, atol, max_steps) -> None:
+    """ValueError unless rtol >= 0, atol >= 0 (not both 0) and max_steps is an integer >= 1."""
+    if not rtol >= 0:
+        raise ValueError(f"rtol={rtol!r} must be >= 0")
+    if not atol >= 0:
+        raise ValueError(f"atol={atol!r} must be >= 0")
+    if not rtol + atol > 0:
+        raise ValueError("rtol and atol cannot both be 0 (the error tolerance would be 0)")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps={max_steps!r} must be an integer >= 1")
+
+
 def _lookup(solver: str):
     try:
         return _SOLVERS[solver.lower()]
@@ -153,6 +163,7 @@ def _lookup(solver: str):
 def _probability_flow_solver(process, score_fn: ScoreFn, solver, rtol, atol, max_steps, num_steps):
     """A per-example function x_T -> (x_{t_min}, nfe, successful)."""
     solver_cls, _, _, adaptive = _lookup(solver)
+    check_solver_options(rtol, atol, max_steps)
     t_max, t_min = float(process.t_max), float(process.t_min_sample)
     if not t_max > t_min >= 0.0:
         raise ValueError(f"need t_max > t_min_sample >= 0, got {t_max}, {t_min}")
@@ -170,8 +181,10 @@ def _probability_flow_solver(process, score_fn: ScoreFn, solver, rtol, atol, max
         dt0, t0, t1 = None, grid[0], grid[-1]
         max_steps = num_steps
 
+    velocity_fn = velocity_fn_from_score_fn(process, score_fn)
+
     def velocity(t, x, args):
-        return process.probability_flow_drift(x, t, score_fn(x, t))
+        return velocity_fn(x, t)
 
     def solve(x_T):
         sol = diffrax.diffeqsolve(

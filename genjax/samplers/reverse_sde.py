@@ -30,34 +30,34 @@ the noise is a deterministic function of (key, grid); it must not be used with a
 steps (diffrax refuses).
 
 Final denoising (`denoise_final=True`). Score-SDE's `noise_removal` returns the mean of the
-last Euler-Maruyama step instead of a noisy draw. Here the N noisy steps end at t_min; one
-extra noise-free Euler step of the same reverse drift then goes from t_min to 0,
+last Euler-Maruyama step instead of a noisy draw. Here the N noisy steps end at t_min and
+the output is Tweedie's posterior mean there,
 
-    x_out = x_N + [ -f(x_N, t_min) + g(t_min)^2 s(x_N, t_min) ] t_min,
+    x_out = D(x_N, t_min) = (x_N + sigma(t_min)^2 s(x_N, t_min)) / alpha(t_min)
 
-to first order in t_min the Tweedie posterior mean (x + sigma(t_min)^2 s) / alpha(t_min).
-It evaluates the score once more, at t_min. With the reference code's defaults (N = 1000
-steps of size 1/N from T = 1 on a grid ending at eps = 1e-3, the last step going from eps
-to 0 and returning its mean) this is the same chain as num_steps = 999 here plus the
-denoising step. Without it the samples are draws from (an approximation of) p_{t_min}.
+(`views.denoised_from_score`, as the predictor-corrector, DDIM and EDM samplers end). An
+Euler step of the reverse drift from t_min to 0 would add g(t_min)^2 t_min s instead of
+sigma(t_min)^2 s; the two agree to first order only where g^2 t / sigma^2 -> 1 (VP, VE),
+while for EDM (g^2 = 2t, sigma = t) and sub-VP the ratio is 2, and that step reflects the
+residual noise about the posterior mean instead of removing it. The denoising evaluates
+the score once more, at t_min. Without it the samples are draws from (an approximation
+of) p_{t_min}.
 
 NFE per example: exactly `num_steps`, plus 1 with `denoise_final` (and t_min_sample > 0);
 it is read off diffrax's step counter, one drift evaluation per Euler step.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import diffrax
 import jax
 import jax.numpy as jnp
-import lineax
 
+from genjax.processes.views import ScoreFn, denoised_from_score
 from genjax.samplers.capabilities import require_reverse_sde
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
-
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+from genjax.stochastic.sde_solvers import sde_terms
+from genjax.stochastic.time_reversal import forward_sde
 
 
 def sample_reverse_sde(
@@ -79,7 +79,7 @@ def sample_reverse_sde(
       num_samples: N, number of examples drawn here (static).
       shape: per-example data shape, e.g. (2,) or (H, W, C) (static).
       num_steps: number of Euler-Maruyama steps from t_max to t_min_sample (static).
-      denoise_final: finish with a noise-free Euler step from t_min_sample to 0.
+      denoise_final: return Tweedie's posterior mean D(x, t_min_sample) instead of x_{t_min}.
       first_index: global index of this call's first example (may be traced), so that a
         device or process can draw its slice of a global sample set.
 
@@ -107,17 +107,14 @@ def _reverse_sde_solver(process, score_fn: ScoreFn, shape, num_steps: int, denoi
         raise ValueError(f"need t_max > t_min_sample >= 0, got {t_max}, {t_min}")
     grid = process.time_grid(num_steps)
 
-    def drift(t, x, args):
+    def drift(t, x):
         return process.reverse_drift(x, t, score_fn(x, t))
 
-    def diffusion(t, x, args):
-        # g(t) I as a diagonal operator: the noise enters elementwise, for any example shape.
-        diagonal = jnp.broadcast_to(process.diffusion(t), x.shape).astype(x.dtype)
-        return lineax.DiagonalLinearOperator(diagonal)
+    _, diffusion = forward_sde(process)  # the reverse SDE has the forward g(t) I
 
     def solve(x_T, key):
         brownian = diffrax.UnsafeBrownianPath(shape=jax.ShapeDtypeStruct(shape, x_T.dtype), key=key)
-        terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, brownian))
+        terms = sde_terms(drift, diffusion, brownian)
         sol = diffrax.diffeqsolve(
             terms,
             diffrax.Euler(),
@@ -137,23 +134,9 @@ def _reverse_sde_solver(process, score_fn: ScoreFn, shape, num_steps: int, denoi
         nfe = sol.stats["num_steps"]
         successful = sol.result == diffrax.RESULTS.successful
         if denoise_final and t_min > 0.0:
-            last = jnp.array([t_min, 0.0], jnp.float32)
-            sol = diffrax.diffeqsolve(
-                diffrax.ODETerm(drift),
-                diffrax.Euler(),
-                t0=last[0],
-                t1=last[1],
-                dt0=None,
-                y0=x,
-                stepsize_controller=diffrax.StepTo(last),
-                saveat=diffrax.SaveAt(t1=True),
-                max_steps=1,
-                adjoint=diffrax.ForwardMode(),
-                throw=False,
-            )
-            x = sol.ys[-1]
-            nfe = nfe + sol.stats["num_steps"]
-            successful = successful & (sol.result == diffrax.RESULTS.successful)
+            x = denoised_from_score(x, score_fn(x, grid[-1]), *process.marginal_coefficients(grid[-1]))
+            nfe = nfe + 1
+            successful = successful & jnp.all(jnp.isfinite(x))
         return x, jnp.asarray(nfe, jnp.int32), successful
 
     return solve

@@ -14,6 +14,12 @@ against log h, fitted by least squares, with a grouped jackknife standard error 
 
 The weak error is estimated with a paired difference: E[f(X_T^h) - f(X_T)] averaged over
 the same paths, whose variance is that of the pathwise error, far below Var f(X_T).
+
+A claimed order q is checked with a window, fitted order +- k SE (`order_window`, k = 4 by
+default), not with a fixed slack: the claim passes when q lies in the window, and the window
+only means something when its half-width k SE is below a quarter (`ORDER_SPACING` / 2), so
+that it cannot hold both q and an order 1/2 away (Euler-Maruyama's 1/2 against Milstein's 1).
+The step sizes must lie where the error is in its asymptotic regime, or the fit is biased.
 """
 from __future__ import annotations
 
@@ -63,6 +69,21 @@ def _fitted_order(step_sizes, per_path, error_of_mean, num_groups):
         return least_squares_slope(log_h, jnp.log(error_of_mean(sample)))[0]
 
     return jackknife_standard_error(slope, per_path, num_groups)
+
+
+ORDER_SPACING = 0.5  # the orders in question differ by 1/2 (1/2, 1, 3/2)
+
+
+def order_window(order: float, standard_error: float, num_standard_errors: float = 4.0) -> tuple[float, float]:
+    """(order - k SE, order + k SE), the window a claimed order must fall in."""
+    half_width = num_standard_errors * float(standard_error)
+    return float(order) - half_width, float(order) + half_width
+
+
+def window_tells_orders_apart(standard_error: float, num_standard_errors: float = 4.0) -> bool:
+    """True when the window's half-width k SE is below ORDER_SPACING / 2, so that it cannot
+    contain two orders 1/2 apart."""
+    return num_standard_errors * float(standard_error) < ORDER_SPACING / 2
 
 
 def strong_order(step_sizes: jax.Array, signed_errors: jax.Array, num_groups: int = 20) -> tuple[jax.Array, jax.Array]:

@@ -10,21 +10,18 @@ Modeling through SDEs", eq. 6, written there in reversed time t). Started from Y
 has Y_s ~ p_{T-s}, so Y_T ~ p_0. Dropping the score term leaves dY = -f ds + g dB, which
 does not reverse anything: its law at s = T is not p_0.
 
-The score grad log p_t is exact for a Gaussian-mixture start (`diagonal_mixture_score`, or
-genjax.data.gaussian_mixture for full covariances); otherwise `grid_score` takes it from a
+The score grad log p_t is exact for a Gaussian-mixture start
+(genjax.data.gaussian_mixture.perturbed_score_fn); otherwise `grid_score` takes it from a
 Fokker-Planck solution on a grid.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from genjax.data.gaussian_mixture import GaussianMixture
+from genjax.processes.views import ScoreFn
 from genjax.stochastic.fokker_planck import Grid
-
-Score = Callable[[jax.Array, jax.Array], jax.Array]  # (x [d], t []) -> [d]
 
 
 def zero_score(x: jax.Array, t: jax.Array) -> jax.Array:
@@ -32,15 +29,15 @@ def zero_score(x: jax.Array, t: jax.Array) -> jax.Array:
     return jnp.zeros_like(x)
 
 
-def reverse_time_sde(process, score: Score):
+def reverse_time_sde(process, score: ScoreFn):
     """(drift, diffusion) in s = T - t of the reverse-time SDE above, in the (t, x) -> array
-    convention of `sde_solvers`. `process` provides drift(x, t), diffusion(t) and t_max
-    (any genjax.processes.DiffusionProcess)."""
+    convention of `sde_solvers`. `process` provides reverse_drift(x, t, score) = f - g^2 score,
+    diffusion(t) and t_max (any genjax.processes.DiffusionProcess)."""
     t_max = process.t_max
 
     def drift(s, y):
         t = t_max - s
-        return -process.drift(y, t) + process.diffusion(t) ** 2 * score(y, t)
+        return -process.reverse_drift(y, t, score(y, t))
 
     def diffusion(s, y):
         return process.diffusion(t_max - s) * jnp.ones_like(y)
@@ -53,7 +50,7 @@ def forward_sde(process):
     return (lambda t, x: process.drift(x, t)), (lambda t, x: process.diffusion(t) * jnp.ones_like(x))
 
 
-def grid_score(densities: jax.Array, times: jax.Array, grid: Grid, floor: float = 1e-30) -> Score:
+def grid_score(densities: jax.Array, times: jax.Array, grid: Grid, floor: float = 1e-30) -> ScoreFn:
     """grad log p(x, t) from 1-D grid densities [len(times), num_cells] (e.g. a Fokker-Planck
     solution): central differences of log max(p, floor) between cell centres, linearly
     interpolated in x and in t (constant beyond the grid's ends)."""
@@ -66,26 +63,6 @@ def grid_score(densities: jax.Array, times: jax.Array, grid: Grid, floor: float 
         weight = jnp.clip((t - times[position]) / (times[position + 1] - times[position]), 0.0, 1.0)
         at_time = (1.0 - weight) * score_cells[position] + weight * score_cells[position + 1]
         return jnp.interp(x, centers, at_time)
-
-    return score
-
-
-def diagonal_mixture_score(mixture: GaussianMixture, process) -> Score:
-    """Exact score of p_t for a Gaussian-mixture p_0 with diagonal covariances, diffused by an affine
-    `process` (x_t = alpha x_0 + sigma eps): with v_k = alpha^2 diag(Sigma_k) + sigma^2,
-
-        grad log p_t(x) = sum_k r_k(x) (alpha mu_k - x) / v_k,
-        r_k(x) = softmax_k( log w_k - sum_i [(x_i - alpha mu_ki)^2 / v_ki + log v_ki] / 2 ).
-
-    The same value as genjax.data.gaussian_mixture.perturbed_score_fn, without its per-point
-    linear solves, so it vmaps over many paths at elementwise cost."""
-    variances0 = jnp.diagonal(mixture.covariances, axis1=-2, axis2=-1)  # [K, D]
-
-    def score(x, t):
-        alpha, sigma = process.marginal_coefficients(t)
-        means, variances = alpha * mixture.means, alpha**2 * variances0 + sigma**2
-        logits = jnp.log(mixture.weights) - 0.5 * jnp.sum((x - means) ** 2 / variances + jnp.log(variances), axis=-1)
-        return jnp.sum(jax.nn.softmax(logits)[:, None] * (means - x) / variances, axis=0)
 
     return score
 

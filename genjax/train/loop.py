@@ -1,6 +1,7 @@
 """The training loop: data -> step -> logs/checkpoints, resuming from the latest checkpoint.
 
-    ---- restore or create the state (created directly with its shardings)
+    ---- restore the newest intact checkpoint (damaged newer ones go to quarantine/)
+    ----   or create the state (created directly with its shardings)
     ---- for step in [start, num_steps): global batch -> jitted train_step
     ----   every sync_every steps: block on the loss (short dispatch queue)
     ----   every log_every steps: fetch metrics, check they are finite, log
@@ -8,49 +9,76 @@
     ---- on a preemption signal: save this step, wait, raise Preempted
     ---- final checkpoint; wait for the writes
 
-The loss and gradient norm of every step are checked to be finite before any checkpoint is
-written, so a diverged run stops with an error and the last good checkpoint stays the latest.
+The loss, the gradient norm and the batch of every step are checked to be finite before
+any checkpoint is written, so a diverged run (or bad data) stops with an error naming the
+step, and the last good checkpoint stays the latest. A resume that would change the
+learning-rate schedule (a cosine horizon that moved with training.num_steps) is refused
+unless training.allow_schedule_change is set.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import jax
 import numpy as np
+from etils import epath
 
-from genjax import checkpoint
+from genjax import checkpoint, workdir as workdir_lib
 from genjax.experiment import Experiment
 from genjax.factory import ConfigError
 from genjax.train.logging import MetricsLogger, console
+from genjax.train.optimizer import learning_rate_at, schedule_record
 from genjax.train.preemption import Preempted, PreemptionWatcher
 from genjax.train.state import TrainState
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss or gradient became non-finite; nothing after the last good step was saved."""
+    """The loss, the gradient or the data became non-finite; nothing after the last good
+    step was saved."""
 
 
 def stream_meta(experiment: Experiment, next_step: int) -> dict:
-    """The data stream's identity and position, stored beside the state in each checkpoint."""
+    """The data stream's identity and position, and the learning-rate schedule, stored beside
+    the state in each checkpoint."""
     config = experiment.config
     return {
         "data": {"name": config.data.name, "num_train_examples": config.data.num_train_examples,
                  "seed": config.seed, "global_batch_size": config.training.batch_size, "next_step": int(next_step)},
+        "schedule": schedule_record(total_steps=config.training.num_steps, **config.optimizer),
     }
 
 
-def _check_resumable(experiment: Experiment, meta: dict, workdir: str) -> None:
+def _check_resumable(experiment: Experiment, meta: dict, workdir: epath.Path) -> None:
     saved = meta.get("data", {})
     current = stream_meta(experiment, 0)["data"]
     changed = [k for k in ("name", "num_train_examples", "seed", "global_batch_size") if saved.get(k) != current[k]]
     if changed:
         details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs config {current[k]!r}" for k in changed)
         raise checkpoint.CheckpointError(
-            f"the checkpoint in {workdir!r} was trained on a different data stream ({details}); "
+            f"the checkpoint in {str(workdir)!r} was trained on a different data stream ({details}); "
             f"resume with the original config or use a new --workdir"
         )
+
+
+def _check_schedule(experiment: Experiment, meta: dict, step: int) -> None:
+    """Refuse a resume whose learning-rate schedule horizon differs from the checkpoint's."""
+    saved = meta.get("schedule")
+    current = stream_meta(experiment, step)["schedule"]
+    if saved is None or (saved["decay"], saved["horizon"]) == (current["decay"], current["horizon"]):
+        return
+    before, after = learning_rate_at(saved, step), learning_rate_at(current, step)
+    if experiment.config.training.allow_schedule_change:
+        console.info("learning-rate schedule changed at step %d (training.allow_schedule_change): "
+                     "%.4g -> %.4g", step, before, after)
+        return
+    raise ConfigError(
+        f"resuming at step {step} would change the learning-rate schedule: the checkpoint was trained with "
+        f"optimizer.decay={saved['decay']} over training.num_steps={saved['horizon']}, the config now gives "
+        f"optimizer.decay={current['decay']} over {current['horizon']}, so the learning rate would jump from "
+        f"{before:.4g} to {after:.4g}; keep the original training.num_steps, or pass "
+        f"--config.training.allow_schedule_change=True to continue on the new schedule"
+    )
 
 
 class _PendingMetrics:
@@ -73,10 +101,19 @@ class _PendingMetrics:
         stacked = {k: np.concatenate([np.atleast_1d(m[k]) for m in fetched]) for k in fetched[0]}
         per_dispatch = len(np.atleast_1d(fetched[0]["loss"]))
         steps = np.concatenate([first + np.arange(per_dispatch) for first in self.first_steps])
+        kept = "no checkpoint was written" if last_good_step is None else f"the latest checkpoint is step {last_good_step}"
+        nonfinite_inputs = stacked.pop("nonfinite_inputs")
+        bad_data = nonfinite_inputs > 0
+        if bad_data.any():
+            index = int(np.argmax(bad_data))
+            raise TrainingDivergedError(
+                f"non-finite values in the training batch of step {int(steps[index]) + 1} "
+                f"({int(nonfinite_inputs[index])} entries); {kept} and it is untouched. "
+                f"Check the data set and its preprocessing."
+            )
         bad = ~np.all([np.isfinite(v) for v in stacked.values()], axis=0)
         if bad.any():
             step = int(steps[int(np.argmax(bad))]) + 1
-            kept = "no checkpoint was written" if last_good_step is None else f"the latest checkpoint is step {last_good_step}"
             raise TrainingDivergedError(
                 f"training diverged: non-finite loss or gradient at step {step}; {kept} and it is untouched. "
                 f"Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then rerun to resume."
@@ -85,27 +122,45 @@ class _PendingMetrics:
         return stacked
 
 
-def train(experiment: Experiment, workdir: str) -> TrainState:
-    """Train to config.training.num_steps, resuming from the latest checkpoint in `workdir`."""
+def _restore_or_init(experiment: Experiment, manager, workdir: epath.Path):
+    """(state, meta or None, step of the restored checkpoint or None)."""
+    if manager.latest_step() is None:
+        console.info("initialised a new run in %s", workdir)
+        return experiment.init_state(), None, None
+    restored = checkpoint.restore_newest_intact(manager, experiment.abstract_state(), quarantine=True)
+    if restored.report():
+        console.warning("warning: %s", restored.report())
+    console.info("resumed from checkpoint %d in %s", restored.step, workdir)
+    return restored.state, restored.meta, restored.step
+
+
+def train(experiment: Experiment, workdir: str | epath.Path) -> TrainState:
+    """Train to config.training.num_steps, resuming from the newest intact checkpoint in `workdir`."""
     config = experiment.config
     training = config.training
+    workdir = workdir_lib.resolve(workdir)
     is_chief = jax.process_index() == 0
     manager = checkpoint.open_manager(
         workdir, max_to_keep=training.keep_checkpoints, save_interval_steps=training.checkpoint_every, create=True
     )
-    latest = manager.latest_step()
-    if latest is None:
-        state = experiment.init_state()
-        console.info("initialised a new run in %s", workdir)
-    else:
-        state, meta, latest = checkpoint.restore(manager, experiment.abstract_state())
-        _check_resumable(experiment, meta, workdir)
-        console.info("resumed from checkpoint %d in %s", latest, workdir)
+    try:
+        state, meta, latest = _restore_or_init(experiment, manager, workdir)
+        if meta is not None:
+            _check_resumable(experiment, meta, workdir)
+    except BaseException:
+        manager.close()
+        raise
     start = int(jax.device_get(state.step))
     if start >= training.num_steps:
         console.info("already trained to step %d (training.num_steps=%d); nothing to do", start, training.num_steps)
         manager.close()
         return state
+    if meta is not None:
+        try:
+            _check_schedule(experiment, meta, start)
+        except BaseException:
+            manager.close()
+            raise
 
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
     console.info("model: %d parameters; mesh %s; global batch %d", num_params, dict(experiment.mesh.shape),
@@ -158,9 +213,9 @@ def train(experiment: Experiment, workdir: str) -> TrainState:
     return state
 
 
-def save_resolved_config(config, workdir: str) -> None:
+def save_resolved_config(config, workdir: str | epath.Path) -> None:
     """The run's full config, as JSON, beside the checkpoints."""
     if jax.process_index() != 0:
         return
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True) + "\n")
+    text = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True) + "\n"
+    workdir_lib.write_text(workdir_lib.resolve(workdir) / "config.json", text)

@@ -21,6 +21,21 @@ def learning_rate_schedule(learning_rate: float, warmup_steps: int, total_steps:
     return optax.join_schedules([warmup, after], [warmup_steps])
 
 
+def schedule_record(*, learning_rate: float, warmup_steps: int, total_steps: int, decay: str, **_) -> dict:
+    """What a checkpoint stores of the schedule, to detect a changed one on resume. The
+    horizon is `total_steps` for cosine decay and None for a constant schedule (which does
+    not depend on it, so raising training.num_steps there changes nothing)."""
+    return {"decay": decay, "learning_rate": float(learning_rate), "warmup_steps": int(warmup_steps),
+            "horizon": int(total_steps) if decay == "cosine" else None}
+
+
+def learning_rate_at(record: dict, step: int) -> float:
+    """The learning rate of a `schedule_record` at `step`."""
+    schedule = learning_rate_schedule(record["learning_rate"], record["warmup_steps"], record["horizon"] or 1,
+                                      record["decay"])
+    return float(schedule(step))
+
+
 def make_optimizer(
     *,
     learning_rate: float,

@@ -65,7 +65,9 @@ def train_step(
         ema_params=ema_update(state.ema_params, params, ema_decay),
         opt_state=opt_state,
     )
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    # Non-finite inputs are counted here and checked on the host with the loss (no extra sync).
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+               "nonfinite_inputs": jnp.sum(~jnp.isfinite(batch)).astype(jnp.int32)}
     return new_state, metrics
 
 

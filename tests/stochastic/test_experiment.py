@@ -7,7 +7,9 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = ["--num_paths=2000", "--walk_steps=50", "--convergence_paths=200", "--num_steps=100", "--backward_paths=500"]
+# The convergence study keeps its default 1000 paths: with fewer, Euler-Maruyama's weak-order
+# window is wider than +- 1/4 and the claim fails, as it should.
+TINY = ["--num_paths=2000", "--walk_steps=50", "--num_steps=100", "--backward_paths=500"]
 
 
 def run_studies(*args, timeout=600):
@@ -39,7 +41,7 @@ def test_entrypoint_runs_cheap_studies(tmp_path):
 
 @pytest.mark.slow
 def test_entrypoint_runs_every_study_at_tiny_sizes(tmp_path):
-    result = run_studies(f"--workdir={tmp_path}", *TINY)
+    result = run_studies(f"--workdir={tmp_path}", *TINY, timeout=1200)  # minutes on a loaded 2-core machine
     assert result.returncode == 0, result.stderr[-3000:]
     studies = ["random_walk", "brownian", "sde_convergence", "ito", "fokker_planck", "markov", "backward_kolmogorov", "time_reversal"]
     check_outputs(str(tmp_path), studies)
