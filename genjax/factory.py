@@ -20,6 +20,7 @@ from genjax.nets.mlp import TimeConditionedMLP
 from genjax.objectives.score_matching import denoising_score_matching_loss
 from genjax.nets.preconditioning import edm_denoiser
 from genjax.processes.edm import EDMProcess
+from genjax.processes.pfgmpp import PFGMPPProcess
 from genjax.processes.subvp import SubVPSDE
 from genjax.processes.ve import VESDE
 from genjax.processes.views import score_fn_from_output, sigma_tilde_from_coefficients
@@ -84,6 +85,7 @@ PROCESSES: Mapping[str, type] = {
     "ve": VESDE,
     "subvp": SubVPSDE,
     "edm": EDMProcess,
+    "pfgmpp": PFGMPPProcess,
 }
 
 

@@ -16,6 +16,7 @@ from genjax import workdir as workdir_lib
 from genjax.evaluate.likelihood import negative_log_likelihood
 from genjax.evaluate.sampling import draw, write_sample_set
 from genjax.evaluate.two_sample import sample_quality
+from genjax.samplers.prior import example_keys, sample_prior
 from genjax.experiment import Experiment, derive_key, evaluation_samplers
 
 
@@ -38,7 +39,9 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
     reference = experiment.reference_data(2 * num)
     reference, second_reference = reference[:num], reference[num:]
     metrics_key = derive_key(config.seed, "metrics")
-    prior = np.asarray(experiment.process.prior_sample(derive_key(config.seed, "sample"), (num,) + experiment.data_shape))
+    # One prior draw per example key (a non-factorised prior, e.g. PFGM++'s, is per example).
+    prior_keys = example_keys(derive_key(config.seed, "sample"), num)
+    prior = np.asarray(sample_prior(experiment.process, prior_keys, experiment.data_shape))
 
     results = {"step": int(step), "num_samples": num, "dataset": config.data.name,
                "baselines": {"data_vs_data": sample_quality(metrics_key, second_reference, reference),

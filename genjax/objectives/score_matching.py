@@ -138,7 +138,8 @@ def denoising_score_matching_loss(
     def per_example(x, key):
         key_t, key_noise = jax.random.split(key)
         t, relative_weight = time_and_relative_weight(process, key_t, weighting, importance_sampling, sigma_data)
-        noise = jax.random.normal(key_noise, x.shape, x.dtype)
+        # Drawn from the process's kernel law (Gaussian for diffusion, Student-t for PFGM++).
+        noise = process.perturbation_noise(key_noise, x.shape).astype(x.dtype)
         _, sigma = process.marginal_coefficients(t)
         # sigma (s_theta - grad log p_0t), with grad log p_0t = -noise / sigma.
         residual = sigma * score_fn(process.perturb(x, t, noise), t) + noise

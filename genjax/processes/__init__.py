@@ -8,6 +8,7 @@ from genjax.processes.discrete import (
     smld_sigmas,
 )
 from genjax.processes.edm import EDMProcess
+from genjax.processes.pfgmpp import PFGMPPProcess
 from genjax.processes.subvp import SubVPSDE
 from genjax.processes.ve import VESDE
 from genjax.processes.vp import VPSDE
@@ -15,6 +16,7 @@ from genjax.processes.vp import VPSDE
 __all__ = [
     "DiffusionProcess",
     "EDMProcess",
+    "PFGMPPProcess",
     "SubVPSDE",
     "VESDE",
     "VPSDE",

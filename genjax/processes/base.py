@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +41,8 @@ class DiffusionProcess(abc.ABC):
     t_max: float = 1.0
     t_min_train: float = 1e-5
     t_min_sample: float = 1e-3
+    # False for a path with no reverse-time SDE (PFGM++): stochastic samplers refuse it.
+    has_reverse_sde: ClassVar[bool] = True
 
     def __post_init__(self):
         """Checks the time range: 0 < t_min_train < t_max and 0 <= t_min_sample < t_max
@@ -70,9 +73,19 @@ class DiffusionProcess(abc.ABC):
         return alpha * x0, sigma
 
     def perturb(self, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
-        """x_t = alpha(t) x_0 + sigma(t) noise, with noise ~ N(0, I); t is a scalar."""
+        """x_t = alpha(t) x_0 + sigma(t) noise, with noise drawn by `perturbation_noise` (N(0, I) for a
+        Gaussian kernel); t is a scalar."""
         alpha, sigma = self.marginal_coefficients(t)
         return alpha * x0 + sigma * noise
+
+    def perturbation_noise(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """One example's n in x_t = alpha x_0 + sigma n, drawn from the kernel's standardised
+        law: N(0, I) here; a heavy-tailed kernel (PFGM++) overrides this and the next method."""
+        return jax.random.normal(key, shape)
+
+    def perturbation_noise_log_prob(self, n: jax.Array) -> jax.Array:
+        """log-density of the standardised law at one example's n (sums over n's axes)."""
+        return standard_normal_log_prob(n)
 
     # --- the prior at t = T -----------------------------------------------------------------
     @abc.abstractmethod

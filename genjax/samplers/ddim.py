@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from genjax.processes.views import ScoreFn, denoised_from_score, noise_from_score
 from genjax.samplers.predictor_corrector import transition_coefficients
+from genjax.samplers.capabilities import require_reverse_sde
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
 
@@ -77,6 +78,8 @@ def sample_ddim(
         raise ValueError(f"eta must be >= 0, got {eta}")
     if not eta <= 1.0:
         raise ValueError(f"eta={eta!r} must lie in [0, 1] (0: deterministic DDIM, 1: ancestral)")
+    if eta > 0.0:
+        require_reverse_sde(process, "ddim with eta > 0")
     t_max, t_min = float(process.t_max), float(process.t_min_sample)
     if not t_max > t_min > 0.0:
         raise ValueError(f"need t_max > t_min_sample > 0, got {t_max}, {t_min}")

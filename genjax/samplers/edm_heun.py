@@ -52,6 +52,7 @@ import jax.numpy as jnp
 
 from genjax.processes.edm import rho_grid
 from genjax.processes.views import ScoreFn, denoised_from_score, sigma_tilde_from_coefficients
+from genjax.samplers.capabilities import require_reverse_sde
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
 
@@ -133,6 +134,8 @@ def sample_edm_heun(
             raise ValueError(f"{name}={value!r} must be >= 0")
     if not s_tmax >= s_tmin:
         raise ValueError(f"s_tmax={s_tmax!r} must be >= s_tmin={s_tmin!r}")
+    if s_churn > 0:
+        require_reverse_sde(process, "edm_heun with s_churn > 0")
     shape = tuple(shape)
     t_max = jnp.float32(process.t_max)
     level_at_t_max = sigma_tilde(process, t_max)

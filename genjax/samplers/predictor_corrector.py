@@ -92,6 +92,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax.processes.views import ScoreFn, denoised_from_score
+from genjax.samplers.capabilities import require_reverse_sde
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
 
@@ -198,6 +199,7 @@ def sample_predictor_corrector(
     Returns:
       `SampleResult` (samples [N, *shape], nfe [N], successful [N]).
     """
+    require_reverse_sde(process, "predictor_corrector (every predictor and the Langevin corrector add noise)")
     if step_size not in STEP_SIZES:
         raise ValueError(f"unknown step_size {step_size!r}; choose one of {STEP_SIZES}")
     if predictor not in PREDICTORS:

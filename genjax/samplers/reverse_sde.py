@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax.processes.views import ScoreFn, denoised_from_score
+from genjax.samplers.capabilities import require_reverse_sde
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
 from genjax.stochastic.sde_solvers import sde_terms
@@ -88,6 +89,7 @@ def sample_reverse_sde(
     Jit with the static arguments closed over, e.g.
     `jax.jit(lambda key: sample_reverse_sde(process, score_fn, key, n, shape, 1000))`.
     """
+    require_reverse_sde(process, "euler_maruyama")
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     shape = tuple(shape)
