@@ -206,6 +206,7 @@ def test_diverging_run_exits_non_zero_and_keeps_the_checkpoint(trained, tmp_path
     assert snapshot(workdir) == before
 
 
+@pytest.mark.slow  # a training killed by SIGTERM and a second training
 def test_sigterm_saves_a_checkpoint_and_the_next_start_resumes(tmp_path):
     import signal
     import time

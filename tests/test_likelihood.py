@@ -207,6 +207,7 @@ def test_probes_follow_per_example_keys():
     assert not np.allclose(np.abs(gaussian), 1.0)
 
 
+@pytest.mark.slow  # exact divergence over 48 dimensions
 def test_image_shaped_examples():
     """Examples of shape [2, 2, 3] (D = 12) from N(0, s^2 I), whose diffused density
     N(0, (alpha^2 s^2 + sigma^2) I) is known: both divergences handle multi-axis examples."""

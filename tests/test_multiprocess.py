@@ -13,6 +13,7 @@ import pytest
 from tests.tiny_config import tiny_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow  # several multi-process trainings end to end: minutes on 2 cores
 COMMON = ["--config.training.log_every=1", "--config.evaluate.samplers=euler_maruyama"]
 
 

@@ -52,6 +52,7 @@ def test_raising_num_steps_on_a_cosine_schedule_is_refused_unless_allowed(tmp_pa
     assert meta["schedule"]["horizon"] == 20
 
 
+@pytest.mark.slow  # two trainings end to end
 def test_a_constant_schedule_resumes_with_a_raised_target(tmp_path):
     workdir = str(tmp_path)
     train(experiment(10), workdir)

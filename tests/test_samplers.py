@@ -199,6 +199,7 @@ def standard_normal_score(x, t):
     return -x
 
 
+@pytest.mark.slow  # every sampler on [4, 4, 3] examples
 def test_image_shaped_examples():
     """[H, W, C] examples. For N(0, I) data the probability-flow velocity vanishes, so the
     ODE must return its prior draws; EM (here without the denoising step, so with exactly

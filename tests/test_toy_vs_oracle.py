@@ -29,6 +29,7 @@ def get_config():
 '''
 
 
+@pytest.mark.slow  # every toy config x process
 def test_build_oracle_is_the_exact_score_of_the_configured_data():
     """The factory's oracle for checkerboard and gaussian_mixture agrees with Tweedie on
     data: at small t the exact score's denoised estimate returns the clean point inside a

@@ -82,3 +82,15 @@ def nearest_point_shares(point_set: WeightedPointSet, samples: jax.Array) -> jax
     distances = jnp.sum((flat[:, None, :] - flat_points[None]) ** 2, axis=-1)
     nearest = jnp.argmin(distances, axis=1)
     return jnp.bincount(nearest, length=flat_points.shape[0]) / flat.shape[0]
+
+
+def planar_mixture_field(x: jax.Array, weights, means, std: float) -> jax.Array:
+    """The Poisson field in the plane (N = 2, no augmentation) of the density of an isotropic
+    Gaussian mixture, up to the constant 1 / (2 pi): by Gauss's law each component k
+    contributes w_k (x - mu_k) / |x - mu_k|^2 times the mass it holds within |x - mu_k|,
+    1 - exp(-|x - mu_k|^2 / (2 std^2)). The field of PFGM's naive, unaugmented flow
+    (Xu et al. 2022, section 3)."""
+    diff = x[None, :] - jnp.asarray(means)
+    squared = jnp.sum(diff**2, axis=1)
+    enclosed = -jnp.expm1(-squared / (2 * std**2))
+    return jnp.sum(jnp.asarray(weights)[:, None] * diff * (enclosed / jnp.maximum(squared, 1e-12))[:, None], axis=0)

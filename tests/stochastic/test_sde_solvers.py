@@ -47,6 +47,7 @@ def test_simulated_gbm_moments_match_closed_form():
         assert abs(float(mean) - float(gbm.moment(1.0, t, 1.0))) < 4 * float(se)
 
 
+@pytest.mark.slow  # a convergence-order sweep over step sizes
 def test_strong_order_windows_tell_euler_maruyama_from_milstein_on_gbm():
     """On multiplicative noise the window fit +- 4 SE holds Euler-Maruyama's order 1/2 and not
     Milstein's 1, and the other way round; both windows are narrower than +- 1/4."""
