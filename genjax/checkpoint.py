@@ -6,7 +6,8 @@ the learning-rate schedule). Saves are asynchronous; the manager keeps the last
 `max_to_keep`. Restoring goes into an abstract tree whose leaves carry the *current* mesh's
 shardings, so a checkpoint written on one device layout restores on another. orbax writes
 each step to a temporary directory and renames it when complete, so an interrupted save
-never leaves a checkpoint that looks whole.
+never leaves a checkpoint that looks whole; old steps beyond `max_to_keep` are renamed into
+`checkpoints/deleting/` before they are removed, so an interrupted deletion doesn't either.
 
 A finished checkpoint can still be damaged afterwards (a truncated or lost file).
 `restore_newest_intact` then falls back to the newest step that restores; when asked to
@@ -33,6 +34,7 @@ from etils import epath
 
 CHECKPOINT_SUBDIR = "checkpoints"
 QUARANTINE_SUBDIR = "quarantine"
+DELETING_SUBDIR = "deleting"  # under checkpoints/: old steps are renamed here, then removed
 
 
 class CheckpointError(RuntimeError):
@@ -50,12 +52,29 @@ def open_manager(workdir: epath.Path, *, max_to_keep: int, save_interval_steps: 
         save_interval_steps=save_interval_steps,
         create=create,
         enable_async_checkpointing=True,
+        todelete_subdir=DELETING_SUBDIR,
     )
-    return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+    manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+    if create:
+        purge_deleted(manager)
+    return manager
+
+
+def purge_deleted(manager: ocp.CheckpointManager) -> None:
+    """Remove the old steps the manager renamed into `checkpoints/deleting/`. Renaming first
+    makes a deletion atomic: a kill -9 during it never leaves a half-deleted step directory
+    that lists as a checkpoint and does not restore. (gs:// paths are deleted in place.)"""
+    trash = epath.Path(manager.directory) / DELETING_SUBDIR
+    if jax.process_index() != 0 or not trash.is_dir():
+        return
+    for entry in trash.iterdir():
+        entry.rmtree()
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, *, force: bool = False) -> bool:
-    """Start an asynchronous save of (state, meta) at `step`; True if one was started."""
+    """Start an asynchronous save of (state, meta) at `step`; True if one was started.
+    Steps the previous saves retired (see `purge_deleted`) are removed first."""
+    purge_deleted(manager)
     return manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
