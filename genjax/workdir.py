@@ -27,6 +27,7 @@ import datetime
 import importlib.util
 import io
 import json
+import math
 import os
 import socket
 import tempfile
@@ -106,8 +107,24 @@ def write_text(path: epath.Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(value: Any, **options) -> str:
+    """Strict JSON (RFC 8259) of `value`: a non-finite float (a NaN loss, an infinite NLL)
+    becomes null, which every JSON reader accepts; Python's bare NaN/Infinity would not be."""
+
+    def finite(item):
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(entry) for key, entry in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(entry) for entry in item]
+        return item
+
+    return json.dumps(finite(value), allow_nan=False, **options)
+
+
 def write_json(path: epath.Path, value: Any) -> None:
-    write_text(path, json.dumps(value, indent=2) + "\n")
+    write_text(path, json_text(value, indent=2) + "\n")
 
 
 class AppendFile:

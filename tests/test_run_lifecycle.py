@@ -134,6 +134,16 @@ def test_a_stale_lease_on_an_object_store_is_taken_over(fake_gcs, monkeypatch):
 
 # --- URLs ------------------------------------------------------------------------------------------------
 
+def test_json_files_stay_strict_json_when_a_metric_is_not_finite(tmp_path):
+    """A failed NLL solve or a diverged loss is written as null, not as Python's bare NaN,
+    which strict readers (JavaScript, jq, most JSON libraries) refuse."""
+    path = workdir_lib.resolve(str(tmp_path)) / "eval.json"
+    workdir_lib.write_json(path, {"nll": float("nan"), "rows": [1.5, float("inf")], "nested": {"x": -float("inf")}})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"nll": None, "rows": [1.5, None], "nested": {"x": None}}
+
+
 def test_workdir_urls_resolve_to_one_abstraction(tmp_path):
     assert str(workdir_lib.resolve(f"file://{tmp_path}/run")) == f"{tmp_path}/run"
     assert str(workdir_lib.resolve("relative/run")) == os.path.abspath("relative/run")

@@ -9,7 +9,6 @@ which only knows local paths.
 from __future__ import annotations
 
 import datetime
-import json
 import socket
 import struct
 import time
@@ -75,7 +74,7 @@ class MetricsLogger:
         if not self.enabled:
             return
         record = {"step": int(step), "time": time.time(), **{k: float(v) for k, v in scalars.items()}}
-        self._jsonl.write((json.dumps(record) + "\n").encode("utf-8"))
+        self._jsonl.write((workdir_lib.json_text(record) + "\n").encode("utf-8"))
         self._jsonl.flush()
         self._tensorboard.add_scalars(step, scalars)
 
