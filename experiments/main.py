@@ -131,6 +131,13 @@ def main(argv: list[str]) -> None:
     configure_console()
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    # A bad workdir URL is reported before JAX starts up, as flag errors are.
+    from genjax.workdir import WorkdirError, resolve
+
+    try:
+        workdir = resolve(FLAGS.workdir) if FLAGS.mode != "compile" else None
+    except WorkdirError as error:
+        fail(str(error))
     # Imported here so that flag errors are reported before JAX starts up.
     import jax
 
@@ -143,7 +150,6 @@ def main(argv: list[str]) -> None:
     from genjax.experiment import build_experiment
     from genjax.factory import ConfigError
     from genjax.train.loop import TrainingDivergedError, train
-    from genjax.workdir import WorkdirError, resolve
 
     try:
         initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
@@ -156,8 +162,7 @@ def main(argv: list[str]) -> None:
     config = FLAGS.config
     try:
         experiment = build_experiment(config)
-        workdir = resolve(FLAGS.workdir) if FLAGS.mode != "compile" else None
-    except (ConfigError, WorkdirError) as error:
+    except ConfigError as error:
         fail(str(error))
     if FLAGS.mode == "train":
         ensure_writable(workdir)

@@ -153,6 +153,7 @@ def test_resume_with_another_data_stream_is_refused(straight_run, tmp_path):
         train(build_experiment(config, jax.devices()[:1]), workdir)
 
 
+@pytest.mark.slow  # three trainings; test_checkpoint_from_eight_devices_restores_on_one is the fast check
 def test_checkpoint_from_eight_devices_continues_identically_on_four_and_one(straight_run, tmp_path):
     """Resuming on 4 or 1 devices gives the same next steps as resuming on the original 8."""
     finals = {}

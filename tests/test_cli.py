@@ -22,6 +22,10 @@ def run_main(workdir, *args, devices=1, steps=20):
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+# For runs whose evaluation is not what the test checks: one cheap sampler, no NLL.
+LIGHT_EVALUATION = ("--config.evaluate.samplers=euler_maruyama", "--config.evaluate.nll_num_points=0")
+
+
 def checkpoint_steps(workdir):
     return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
 
@@ -95,32 +99,41 @@ def test_evaluate_in_a_fresh_process(trained):
 def test_rerun_does_nothing_and_longer_target_resumes(trained, tmp_path):
     workdir = copy_of_run(trained, tmp_path)  # the module's run stays at step 20 for the other tests
     before = snapshot(workdir)
-    result = run_main(f"file://{workdir}", "--config.evaluate.samplers=euler_maruyama", devices=1)
+    result = run_main(f"file://{workdir}", *LIGHT_EVALUATION, devices=1)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already trained to step 20" in result.stdout
     assert snapshot(workdir) == before
-    result = run_main(f"file://{workdir}", "--config.evaluate.samplers=euler_maruyama", devices=2, steps=30)
+    result = run_main(f"file://{workdir}", *LIGHT_EVALUATION, devices=1, steps=30)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from checkpoint 20" in result.stdout
     assert checkpoint_steps(workdir)[-1] == 30
 
 
+# Flag-level errors cost a fraction of a second; those found by building the experiment start
+# JAX (seconds each): one of them runs by default, the others, whose messages
+# tests/test_config_validation.py checks in-process, in the slow set.
+SLOW = pytest.mark.slow
 BAD_INPUTS = [
     (["--config.training.not_a_field=1"], "training has no field 'not_a_field'; valid fields: allow_schedule_change, batch_size"),
     (["--config.training.num_steps=many"], "--config.training.num_steps=many"),
-    (["--config.data.name=mnist"], "data.name='mnist' is not known; valid choices: checkerboard"),
     (["--config.process.name=ncsn"], "process.name='ncsn' is not known; valid choices: edm, pfgmpp, subvp, ve, vp"),
-    (["--config.sampling.sampler=dpm_solver"], "sampling.sampler='dpm_solver' is not known; valid choices: ddim, "
-                                               "edm_heun, euler_maruyama"),
-    (["--config.evaluate.samplers=euler_maruyama,heun"], "evaluate.samplers='heun' is not known"),
+    pytest.param(["--config.data.name=mnist"], "data.name='mnist' is not known; valid choices: checkerboard", marks=SLOW),
+    pytest.param(["--config.sampling.sampler=dpm_solver"], "sampling.sampler='dpm_solver' is not known; valid "
+                 "choices: ddim, edm_heun, euler_maruyama", marks=SLOW),
+    pytest.param(["--config.evaluate.samplers=euler_maruyama,heun"], "evaluate.samplers='heun' is not known", marks=SLOW),
     (["--config.model.kwargs.width=3"], "model.kwargs has no field 'width'"),
-    (["--config.training.batch_size=66"], "does not divide over the 4 devices"),
+    pytest.param(["--config.training.batch_size=66"], "does not divide over the 4 devices", marks=SLOW),
     (["--mode=fit"], "value should be one of <train|sample|evaluate|compile>"),
     (["--config=configs/missing.py"], "no such file"),
 ]
 
 
-@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[a[0] for a, _ in BAD_INPUTS])
+def input_id(case):
+    args = case.values[0] if hasattr(case, "values") else case[0]
+    return args[0]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[input_id(case) for case in BAD_INPUTS])
 def test_bad_input_gives_one_line_and_touches_no_checkpoint(trained, args, message):
     workdir, _ = trained
     before = snapshot(workdir)
@@ -146,8 +159,7 @@ def truncate_array_files(step_directory):
 def test_rerun_after_damage_resumes_from_the_previous_checkpoint_and_says_so(trained, tmp_path):
     workdir = copy_of_run(trained, tmp_path)
     truncate_array_files(os.path.join(workdir, "checkpoints", "20"))
-    result = run_main(f"file://{workdir}", "--config.evaluate.samplers=euler_maruyama",
-                      "--config.evaluate.nll_num_points=0", devices=1)
+    result = run_main(f"file://{workdir}", *LIGHT_EVALUATION, devices=1)
     assert result.returncode == 0 and result.stderr == "", result.stderr[-3000:]
     damage = [line for line in result.stdout.splitlines() if "damaged" in line]
     assert len(damage) == 1 and "checkpoint 20 is damaged" in damage[0] and "using checkpoint 10" in damage[0]

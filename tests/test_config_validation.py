@@ -63,6 +63,10 @@ BAD_VALUES = [
     ("mesh.tensor", 2, "mesh.tensor=2 has no effect with sharding.params='replicated'"),
     ("sharding.fsdp_min_size", -1, "sharding.fsdp_min_size=-1 must be a non-negative integer"),
     ("seed", 2**64, "seed=18446744073709551616 must be an integer"),
+    ("data.name", "mnist", "data.name='mnist' is not known; valid choices: checkerboard"),
+    ("sampling.sampler", "dpm_solver", "sampling.sampler='dpm_solver' is not known; valid choices: ddim, edm_heun"),
+    ("evaluate.samplers", "euler_maruyama,heun", "evaluate.samplers='heun' is not known"),
+    ("training.batch_size", 66, "training.batch_size=66 does not divide over the 8 devices"),
 ]
 
 EDM_BAD_VALUES = [

@@ -17,6 +17,7 @@ def tiny_config(**training):
     config.optimizer.warmup_steps = 5
     config.sampling.num_samples = 256
     config.evaluate.num_samples = 256
+    config.evaluate.nll_num_points = 64
     config.samplers.euler_maruyama.num_steps = 20
     config.samplers.probability_flow.rtol = 1e-3
     config.samplers.probability_flow.atol = 1e-3
