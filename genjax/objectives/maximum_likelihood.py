@@ -116,15 +116,28 @@ class CNFTerms:
     successful: jax.Array
 
 
+_UNROLLED_JACOBIAN_MAX_SIZE = 16
+
+
 def jacobian_terms(fn: Callable[[jax.Array], jax.Array], x: jax.Array, eps: jax.Array | None):
     """(fn(x), div, frob): div = tr J and frob = |J|_F^2 of J = d fn / dx at x, exactly
-    (eps None: D jvps, as `likelihood.divergence_exact`) or by Hutchinson with the probe
-    eps (u = J eps from one jvp: eps^T u and |u|^2, as `likelihood.divergence_hutchinson`)."""
+    (eps None: the D columns J e_j by forward mode, as `likelihood.divergence_exact`) or by
+    Hutchinson with the probe eps (u = J eps from one jvp: eps^T u and |u|^2, as
+    `likelihood.divergence_hutchinson`).
+
+    For D <= 16 the D jvps are unrolled: their reverse-mode derivative (the training
+    gradient) is about 3x faster on XLA:CPU than that of `jax.linearize` with a vmap over
+    the basis (docs/cnf_toy/cnf_toy.md), which is kept for larger D."""
     if eps is None:
-        value, jvp = jax.linearize(fn, x)
         size = x.size
         basis = jnp.eye(size, dtype=x.dtype).reshape((size,) + x.shape)
-        columns = jax.vmap(jvp)(basis).reshape(size, size)  # row j: J e_j, flattened
+        if size <= _UNROLLED_JACOBIAN_MAX_SIZE:
+            products = [jax.jvp(fn, (x,), (e,)) for e in basis]
+            value = products[0][0]
+            columns = jnp.stack([tangent.ravel() for _, tangent in products])
+        else:
+            value, jvp = jax.linearize(fn, x)
+            columns = jax.vmap(jvp)(basis).reshape(size, size)  # row j: J e_j, flattened
         return value, jnp.trace(columns), jnp.sum(columns**2)
     value, tangent = jax.jvp(fn, (x,), (eps,))
     return value, jnp.vdot(eps, tangent), jnp.sum(tangent**2)
