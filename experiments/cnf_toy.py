@@ -74,6 +74,9 @@ flags.DEFINE_integer("num_test", 10_000, "Held-out points for the test NLL.")
 flags.DEFINE_integer("log_every", 10, "Steps between host syncs (iterations/s, NFE).")
 flags.DEFINE_integer("entropy_samples", 1_000_000, "Monte Carlo draws for the data's entropy.")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data and probes.")
+_OWN_FLAGS = ("mode", "budget_s", "variants", "kinetic_weight", "jacobian_weight", "solver", "num_steps", "rtol", "atol",
+              "divergence", "adjoint", "batch_size", "learning_rate", "weight_decay", "end_time", "hidden_dims",
+              "activation", "eval_every_s", "num_test", "log_every", "entropy_samples", "seed")
 
 
 class _UnitIntervalPrior:
@@ -266,7 +269,7 @@ def run_train(out) -> None:
         "solver_description": (f"{FLAGS.solver} with {FLAGS.num_steps} steps" if fixed else
                                f"{FLAGS.solver} rtol {FLAGS.rtol:g} atol {FLAGS.atol:g}") +
                               f", {FLAGS.divergence} trace, {FLAGS.adjoint}",
-        "flags": FLAGS.flag_values_dict(),
+        "flags": {name: FLAGS[name].value for name in _OWN_FLAGS if name != "workdir"},
     }
     load = (load_start, os.getloadavg()[0])
     workdir_lib.write_json(out / "cnf_toy.json", {"entropy": entropy, "load_average_1min": load,

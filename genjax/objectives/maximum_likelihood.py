@@ -44,10 +44,11 @@ both adjoints differentiate them.
 NFE (`CNFTerms.nfe`): evaluations of the augmented field, each one forward pass of v plus
 its Jacobian products (D jvps for "exact", 1 for "hutchinson"), counted from diffrax's
 step statistics as in the samplers (FSAL: 6 * steps + 1 for tsit5/dopri5; rk4: 4 * steps).
-Backward: with "recursive_checkpoint" and a checkpoint per step (`checkpoints=None`), the
-backward pass differentiates each forward evaluation once (one vjp each) and recomputes
-none, so backward NFE = forward NFE; diffrax reports no count for the backward solve of
-"backsolve".
+Backward (diffrax reports no count; measured with a counting callback in
+docs/cnf_toy/cnf_toy.md): "recursive_checkpoint" with a checkpoint per step
+(`checkpoints=None`) evaluates the field twice more per forward evaluation (recomputation
+from the checkpoint, then its linearisation) plus one transpose; "backsolve" evaluates it,
+with its vjp, once per stage of its own backward solve.
 
 Failures: a solve that does not finish (adaptive, max_steps) makes the loss NaN, which
 the training loop reports as a non-finite loss at that step; `failed_solves` counts them.
