@@ -349,5 +349,14 @@ def main(argv):
         run_train(out)
 
 
+def parse_flags(argv):
+    """absl's parser, with a bad flag reported on one line (exit status 2)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        sys.stderr.write(f"error: {error}\n")
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
