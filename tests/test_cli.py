@@ -40,6 +40,12 @@ def snapshot(workdir):
     return found
 
 
+def unexpected_stderr(result) -> list[str]:
+    """stderr lines other than orbax's advisory that a save waited for the previous one (which
+    a loaded machine triggers at this checkpoint interval; it is not an error)."""
+    return [line for line in result.stderr.splitlines() if "Waiting for previous save to complete" not in line]
+
+
 def assert_one_error_line(result, message):
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr[-3000:]
@@ -53,7 +59,7 @@ def trained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run"))
     result = run_main(f"file://{workdir}", devices=4)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr == ""
+    assert unexpected_stderr(result) == [], result.stderr[-3000:]
     return workdir, result
 
 
@@ -160,7 +166,7 @@ def test_rerun_after_damage_resumes_from_the_previous_checkpoint_and_says_so(tra
     workdir = copy_of_run(trained, tmp_path)
     truncate_array_files(os.path.join(workdir, "checkpoints", "20"))
     result = run_main(f"file://{workdir}", *LIGHT_EVALUATION, devices=1)
-    assert result.returncode == 0 and result.stderr == "", result.stderr[-3000:]
+    assert result.returncode == 0 and unexpected_stderr(result) == [], result.stderr[-3000:]
     damage = [line for line in result.stdout.splitlines() if "damaged" in line]
     assert len(damage) == 1 and "checkpoint 20 is damaged" in damage[0] and "using checkpoint 10" in damage[0]
     assert "quarantine" in damage[0] and "resumed from checkpoint 10" in result.stdout
