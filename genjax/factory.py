@@ -17,9 +17,11 @@ from genjax.data import toy
 from genjax.data.checkerboard_oracle import perturbed_checkerboard_log_prob_fn, perturbed_checkerboard_score_fn
 from genjax.data.gaussian_mixture import perturbed_log_prob_fn, perturbed_score_fn
 from genjax.nets.mlp import TimeConditionedMLP
+from genjax.objectives.flow_matching import conditional_flow_matching_loss
 from genjax.objectives.score_matching import denoising_score_matching_loss
 from genjax.nets.preconditioning import edm_denoiser
 from genjax.processes.edm import EDMProcess
+from genjax.processes.flow_matching import FlowMatchingPath
 from genjax.processes.pfgmpp import PFGMPPProcess
 from genjax.processes.subvp import SubVPSDE
 from genjax.processes.ve import VESDE
@@ -86,6 +88,7 @@ PROCESSES: Mapping[str, type] = {
     "subvp": SubVPSDE,
     "edm": EDMProcess,
     "pfgmpp": PFGMPPProcess,
+    "flow_matching": FlowMatchingPath,
 }
 
 
@@ -123,6 +126,7 @@ NETWORKS: Mapping[str, type] = {
 # a `views.Model`, of which the objective asks the view it regresses (score or velocity).
 OBJECTIVES: Mapping[str, Callable] = {
     "dsm": denoising_score_matching_loss,
+    "cfm": conditional_flow_matching_loss,
 }
 
 # Each sampler: (process, model, key, num_samples, shape, **kwargs) -> SampleResult.

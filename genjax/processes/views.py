@@ -96,17 +96,16 @@ class NoScoreError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class OutputKind:
-    """How to read an output y at (x, t) of `process`.
+    """How to read an output y at (x, t) of `process`. Every kind has a score only on a path
+    whose velocity is the probability flow of a score (`process.has_score`).
 
     Attributes:
       to_score: (process, x, t, y) -> score.
       to_velocity: (process, x, t, y) -> velocity, or None: the probability flow of the score.
-      score_needs_process_score: the score exists only where `process.has_score` holds.
     """
 
     to_score: Callable
     to_velocity: Callable | None = None
-    score_needs_process_score: bool = False
 
 
 def _coefficients(process, t):
@@ -120,7 +119,6 @@ OUTPUT_KINDS: Mapping[str, OutputKind] = {
     "velocity": OutputKind(
         to_score=lambda process, x, t, y: score_from_velocity(process, x, t, y),
         to_velocity=lambda process, x, t, y: y,
-        score_needs_process_score=True,
     ),
 }
 
@@ -148,20 +146,27 @@ def as_model(model) -> Model:
 
 
 def has_score(process, model) -> bool:
-    """Whether `model` on `process` has a score view (and hence a denoised one)."""
-    kind = as_model(model).kind
-    return not kind.score_needs_process_score or bool(getattr(process, "has_score", True))
+    """Whether `model` on `process` has a score view (and hence a denoised one): only where
+    the path's velocity is the probability flow of a score (`process.has_score`, default True)."""
+    del model  # every output kind converts to a score on such a path, and none on another
+    return bool(getattr(process, "has_score", True))
 
 
 def require_score(process, model, user: str) -> None:
     """NoScoreError, on one line naming `user`, unless the model has a score view."""
-    if not has_score(process, model):
-        model = as_model(model)
+    if has_score(process, model):
+        return
+    model = as_model(model)
+    if model.kind.to_velocity is None:
         raise NoScoreError(
-            f"{user} needs a score, and a {model.output_kind!r} model of {_describe(process)} has none "
-            "(its velocity is not the probability flow of a score); use probability_flow, or the "
-            "likelihood, which need only the velocity"
+            f"a {model.output_kind!r} output is read through a score, and {_describe(process)} has none "
+            "(its velocity is not the probability flow of a score); use model.output='velocity'"
         )
+    raise NoScoreError(
+        f"{user} needs a score, and a {model.output_kind!r} model of {_describe(process)} has none "
+        "(its velocity is not the probability flow of a score); use probability_flow, or the "
+        "likelihood, which need only the velocity"
+    )
 
 
 def _describe(process) -> str:
