@@ -36,10 +36,10 @@ def get_config():
     config.model.kwargs.num_layers = 3
     config.objective.name = "cfm"
     config.objective.kwargs = ml_collections.ConfigDict({"reduce": "mean"})
-    config.training.num_steps = 4_000
+    config.training.num_steps = 2_000
     config.training.batch_size = 256
     config.training.log_every = 500
-    config.training.checkpoint_every = 2_000
+    config.training.checkpoint_every = 1_000
     config.optimizer.learning_rate = 2e-3
     config.optimizer.decay = "cosine"
     config.sampling.sampler = "probability_flow"

@@ -109,7 +109,7 @@ def test_cfm_is_minimised_by_the_marginal_velocity(path):
     exact = perturbed_velocity_fn(MIXTURE, process)
 
     def delta(x, t):
-        return 0.3 * jnp.sin(x + 3.0 * t)
+        return 0.2 * x + 0.3 * jnp.sin(x + 3.0 * t)
 
     perturbed = views.Model(lambda x, t: exact(x, t) + delta(x, t), "velocity")
     num = 20_000
