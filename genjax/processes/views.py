@@ -21,12 +21,13 @@ is this same D (`sigma_tilde_from_coefficients` gives sigma_tilde = sigma / alph
 
 Output kinds (`OUTPUT_KINDS`; a new kind is one entry there):
   "score", "noise", "denoised": read as a score; the velocity is its probability flow.
-  "velocity": the velocity itself (flow matching, CNFs); its score is
-      2 (f - v) / g^2 (the inverse of the probability flow), which exists only where the
-      process says the velocity is the probability flow of a score (`process.has_score`:
-      diffusion, PFGM++'s pseudo-score, flow matching with the independent coupling; not a
-      flow-matching path with an optimal-transport coupling, whose p_t is not a Gaussian
-      blur of the data, nor a CNF).
+  "velocity": the velocity itself (flow matching, CNFs); its score is 2 (f - v) / g^2 (the
+      inverse of the probability flow).
+Scores exist only where the process says its velocity is the probability flow of a score
+(`process.has_score`, True unless set: diffusion, PFGM++'s pseudo-score, flow matching with
+the independent coupling; not a flow-matching path with an optimal-transport coupling, whose
+p_t is not a Gaussian blur of the data, nor a CNF). On such a path only a velocity output is
+meaningful, and every other kind is refused.
 
 Who asks for what: the ODE samplers and the likelihood ask for `velocity_fn`; stochastic
 samplers, DDIM, EDM's Heun sampler and denoising score matching ask for `score_fn` or

@@ -17,7 +17,9 @@ forward from t0 to T gives x_T and delta_T = int_{t0}^T div v dt, and
 
     log p_{t0}(x_data) = log p_T(x_T) + delta_T                      (Song et al. 2021, appendix D.2)
 
-with p_T replaced by the process prior (`process.prior_log_prob`).
+with p_T replaced by the process prior (`process.prior_log_prob`). v is the model's velocity
+view (`views.velocity_fn`): the probability flow of a score model, or a velocity model's
+output as it is (flow matching, a CNF), so every model gets the same exact likelihood.
 
 Divergence.
   "exact": the trace of the Jacobian dv/dx, built from D forward-mode products (one
