@@ -109,7 +109,7 @@ BAD_INPUTS = [
     (["--config.training.not_a_field=1"], "training has no field 'not_a_field'; valid fields: allow_schedule_change, batch_size"),
     (["--config.training.num_steps=many"], "--config.training.num_steps=many"),
     (["--config.data.name=mnist"], "data.name='mnist' is not known; valid choices: checkerboard"),
-    (["--config.process.name=ncsn"], "process.name='ncsn' is not known; valid choices: edm, pfgmpp, subvp, ve, vp"),
+    (["--config.process.name=ncsn"], "process.name='ncsn' is not known; valid choices: edm, flow_matching, pfgmpp, subvp, ve, vp"),
     (["--config.sampling.sampler=dpm_solver"], "sampling.sampler='dpm_solver' is not known; valid choices: ddim, "
                                                "edm_heun, euler_maruyama"),
     (["--config.evaluate.samplers=euler_maruyama,heun"], "evaluate.samplers='heun' is not known"),

@@ -56,7 +56,7 @@ def recovery_failures(samples):
     return failures
 
 
-@pytest.mark.parametrize("path", ["linear", "vp"])
+@pytest.mark.parametrize("path", ["linear", pytest.param("vp", marks=pytest.mark.slow)])
 def test_exact_velocity_recovers_mixture(path):
     process = PATHS[path]
     sample = jax.jit(lambda key: sample_probability_flow(process, exact_model(process), key, NUM_SAMPLES, (2,)))
@@ -74,7 +74,7 @@ def test_wrong_velocity_fails_recovery():
     assert recovery_failures(result.samples)
 
 
-@pytest.mark.parametrize("path", ["linear", "vp"])
+@pytest.mark.parametrize("path", ["linear", pytest.param("vp", marks=pytest.mark.slow)])
 def test_exact_trace_log_density_matches_analytic(path):
     """log p_0 through the ODE from t = 0 (the data) to t = 1, where the path is exactly the
     prior N(0, I): no prior mismatch, so only solver error remains (< 0.01 nats/dim)."""
@@ -143,8 +143,11 @@ def test_velocity_without_score_is_refused_by_stochastic_samplers():
         sample_ddim(FlowMatchingPath(coupling="exact_ot", t_min_sample=1e-3), model, jax.random.key(0), 2, (2,), 10)
     with pytest.raises(views.NoScoreError, match="use model.output='velocity'"):
         views.velocity_fn(process, views.Model(lambda x, t: x, "noise"))
+    with pytest.raises(ValueError, match="t_max = 1"):  # independent coupling, but alpha(1) = 0
+        sample_reverse_sde(FlowMatchingPath(), model, jax.random.key(0), 2, (2,), 10)
 
 
+@pytest.mark.slow
 def test_independent_coupling_keeps_a_score_and_the_reverse_sde_below_t_one():
     """With t_max < 1 the linear path's exact velocity, read as a score, drives Euler-Maruyama
     to the mixture (the score of a velocity model: views.score_from_velocity)."""
@@ -152,8 +155,6 @@ def test_independent_coupling_keeps_a_score_and_the_reverse_sde_below_t_one():
     sample = jax.jit(lambda key: sample_reverse_sde(process, exact_model(process), key, NUM_SAMPLES, (2,), 500))
     result = sample(jax.random.key(6))
     assert recovery_failures(result.samples) == []
-    with pytest.raises(ValueError, match="t_max = 1"):
-        sample_reverse_sde(FlowMatchingPath(), exact_model(process), jax.random.key(0), 2, (2,), 10)
 
 
 def test_options_are_checked():
