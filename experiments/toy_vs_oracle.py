@@ -103,8 +103,8 @@ def compare(config_path: str, root: str, previous: dict | None) -> dict:
               "samplers": {}}
     for sampler in evaluation_samplers(config):
         row = {}
-        for label, score_model in (("model", None), ("exact", lambda _: exact_score)):
-            drawn = draw(experiment, params, sampler, num, score_model=score_model)
+        for label, model in (("model", None), ("exact", lambda _: exact_score)):
+            drawn = draw(experiment, params, sampler, num, model=model)
             row[label] = {**sample_quality(metrics_key, drawn["samples"], reference),
                           "nfe_mean": float(drawn["nfe"].mean())}
         result["samplers"][sampler] = row
@@ -114,7 +114,7 @@ def compare(config_path: str, root: str, previous: dict | None) -> dict:
         held_out = experiment.reference_data(num_points)
         options = dict(config.evaluate.likelihood)
         model = negative_log_likelihood(experiment, params, held_out, options)
-        exact = negative_log_likelihood(experiment, params, held_out, options, score_model=lambda _: exact_score)
+        exact = negative_log_likelihood(experiment, params, held_out, options, model=lambda _: exact_score)
         t0 = float(options.get("t0") or experiment.process.t_min_sample)
         log_p_t0 = np.asarray(jax.jit(jax.vmap(lambda x: exact_log_prob(x, t0)))(held_out), np.float64)
         num_dims = int(np.prod(held_out.shape[1:]))

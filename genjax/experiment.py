@@ -7,8 +7,9 @@ whose methods give the pure pieces the train loop, the sampler and the evaluator
 Validation has three parts: plain range checks of the scalar fields (below); the
 constructors of the process and network, which check their own parameters; and, for the
 sampler options, the objective options and the likelihood options, an abstract trace
-(`jax.eval_shape`) of the sampler, loss or likelihood with a stand-in score function that
-stops the trace at its first call. Every check those functions make on their arguments
+(`jax.eval_shape`) of the sampler, loss or likelihood with the configured model around a
+stand-in network that stops the trace at its first call (so a sampler that needs a score
+refuses a model without one here, before training). Every check those functions make on their arguments
 comes before their first score evaluation, so all of them run at build time (about 0.1 s
 per function) and the options are validated by the code that uses them, not by a copy of
 its rules.
@@ -26,6 +27,7 @@ import numpy as np
 from genjax import factory
 from genjax.data.stream import ArrayStream
 from genjax.factory import ConfigError
+from genjax.processes import views
 from genjax.processes.views import ScoreFn
 from genjax.samplers.likelihood import log_likelihood
 from genjax.train import parallel
@@ -85,11 +87,16 @@ def _check_fields(config) -> None:
 
 
 class _ScoreCalled(Exception):
-    """Ends an abstract trace at its first score evaluation (`_check_by_tracing`)."""
+    """Ends an abstract trace at its first network evaluation (`_check_by_tracing`)."""
 
 
 def _stand_in_score(x, t):
     raise _ScoreCalled
+
+
+def _stand_in_model(config, process) -> views.Model:
+    """The configured model (its output kind and wrapping) around a network that stops the trace."""
+    return factory.build_model(config, process, _stand_in_score)
 
 
 def _check_by_tracing(section: str, options, fn: Callable[[], Any]) -> None:
@@ -109,16 +116,17 @@ def _check_options_by_tracing(config, process, objective, data_shape: tuple[int,
     of the objective, and of the likelihood (when evaluate.nll_num_points > 0)."""
     key = jax.random.key(0)
     example = jnp.zeros((1,) + data_shape, jnp.float32)
+    model = _stand_in_model(config, process)
     for name in dict.fromkeys([config.sampling.sampler, *evaluation_samplers(config)]):
         sampler = factory.build_sampler(config, name)
         _check_by_tracing(f"samplers.{name}", config.samplers.get(name, {}),
-                          lambda: sampler(process, _stand_in_score, key, 1, data_shape))
+                          lambda: sampler(process, model, key, 1, data_shape))
     _check_by_tracing("objective.kwargs", config.objective.kwargs,
-                      lambda: objective(_stand_in_score, process, example, jax.random.split(key, 1)))
+                      lambda: objective(model, process, example, jax.random.split(key, 1)))
     if config.evaluate.nll_num_points:
         options = dict(config.evaluate.likelihood)
         _check_by_tracing("evaluate.likelihood", options,
-                          lambda: log_likelihood(process, _stand_in_score, example, key, **options))
+                          lambda: log_likelihood(process, model, example, key, **options))
 
 
 def evaluation_samplers(config) -> list[str]:
@@ -140,16 +148,21 @@ class Experiment:
     data_shape: tuple[int, ...]
 
     # --- the model as functions -----------------------------------------------------------
-    def score_fn(self, params) -> ScoreFn:
-        """Per-example score (x, t) -> s of the network with `params`."""
+    def model(self, params) -> views.Model:
+        """The network with `params` as a `views.Model` (its output read as config.model.output
+        says): samplers, the likelihood and the objective ask it for the view they need."""
 
         def network_fn(x, t):
             return self.network.apply(params, x[None], t[None])[0]
 
-        return factory.build_score_fn(self.config, self.process, network_fn)
+        return factory.build_model(self.config, self.process, network_fn)
+
+    def score_fn(self, params) -> ScoreFn:
+        """Per-example score view (x, t) -> s of the model (`views.NoScoreError` if it has none)."""
+        return views.score_fn(self.process, self.model(params))
 
     def loss_fn(self, params, batch, example_keys):
-        return self.objective(self.score_fn(params), self.process, batch, example_keys)
+        return self.objective(self.model(params), self.process, batch, example_keys)
 
     # --- state, shardings, step -------------------------------------------------------------
     def _init_state(self) -> TrainState:
@@ -259,7 +272,7 @@ def build_experiment(config, devices=None) -> Experiment:
     for name in evaluation_samplers(config):
         factory.build_sampler(config, name)
     factory.check_kwargs(log_likelihood, config.evaluate.likelihood, "evaluate.likelihood",
-                         ("process", "score_fn", "x", "key", "first_index", "throw", "terminal_log_prob"))
+                         ("process", "model", "x", "key", "first_index", "throw", "terminal_log_prob"))
 
     training = config.training
     k = training.steps_per_dispatch

@@ -17,13 +17,15 @@ from genjax.data import toy
 from genjax.data.checkerboard_oracle import perturbed_checkerboard_log_prob_fn, perturbed_checkerboard_score_fn
 from genjax.data.gaussian_mixture import perturbed_log_prob_fn, perturbed_score_fn
 from genjax.nets.mlp import TimeConditionedMLP
+from genjax.objectives.flow_matching import conditional_flow_matching_loss
 from genjax.objectives.score_matching import denoising_score_matching_loss
 from genjax.nets.preconditioning import edm_denoiser
 from genjax.processes.edm import EDMProcess
+from genjax.processes.flow_matching import FlowMatchingPath
 from genjax.processes.pfgmpp import PFGMPPProcess
 from genjax.processes.subvp import SubVPSDE
 from genjax.processes.ve import VESDE
-from genjax.processes.views import score_fn_from_output, sigma_tilde_from_coefficients
+from genjax.processes.views import Model, sigma_tilde_from_coefficients
 from genjax.processes.vp import VPSDE
 from genjax.samplers.ddim import sample_ddim
 from genjax.samplers.edm_heun import sample_edm_heun
@@ -86,6 +88,7 @@ PROCESSES: Mapping[str, type] = {
     "subvp": SubVPSDE,
     "edm": EDMProcess,
     "pfgmpp": PFGMPPProcess,
+    "flow_matching": FlowMatchingPath,
 }
 
 
@@ -101,15 +104,17 @@ def _edm_preconditioned(process, network_fn):
     def scale_of_t(t):
         return process.marginal_coefficients(t)[0]
 
-    denoiser = edm_denoiser(network_fn, sigma_of_t, sigma_data, scale_of_t=scale_of_t)
-    return score_fn_from_output(process, denoiser, "denoised")
+    return Model(edm_denoiser(network_fn, sigma_of_t, sigma_data, scale_of_t=scale_of_t), "denoised")
 
 
-# What the network's output means: (process, per-example network fn) -> score fn.
+# What the network's output means: (process, per-example network fn) -> `views.Model`, whose
+# views (score, denoised, velocity) the samplers, the likelihood and the objectives ask for.
+# An output read by a formula of `views.OUTPUT_KINDS` is one entry here.
 PARAMETRIZATIONS: Mapping[str, Callable] = {
-    "noise": lambda process, fn: score_fn_from_output(process, fn, "noise"),
-    "score": lambda process, fn: score_fn_from_output(process, fn, "score"),
-    "denoised": lambda process, fn: score_fn_from_output(process, fn, "denoised"),
+    "noise": lambda process, fn: Model(fn, "noise"),
+    "score": lambda process, fn: Model(fn, "score"),
+    "denoised": lambda process, fn: Model(fn, "denoised"),
+    "velocity": lambda process, fn: Model(fn, "velocity"),
     "edm": _edm_preconditioned,
 }
 
@@ -117,12 +122,14 @@ NETWORKS: Mapping[str, type] = {
     "mlp": TimeConditionedMLP,
 }
 
-# Each objective: (score_fn, process, batch, example_keys, **kwargs) -> scalar loss.
+# Each objective: (model, process, batch, example_keys, **kwargs) -> scalar loss; `model` is
+# a `views.Model`, of which the objective asks the view it regresses (score or velocity).
 OBJECTIVES: Mapping[str, Callable] = {
     "dsm": denoising_score_matching_loss,
+    "cfm": conditional_flow_matching_loss,
 }
 
-# Each sampler: (process, score_fn, key, num_samples, shape, **kwargs) -> SampleResult.
+# Each sampler: (process, model, key, num_samples, shape, **kwargs) -> SampleResult.
 SAMPLERS: Mapping[str, Callable] = {
     "euler_maruyama": sample_reverse_sde,
     "probability_flow": sample_probability_flow,
@@ -199,14 +206,14 @@ def build_network(config):
         raise option_error("model.kwargs", kwargs, error) from None
 
 
-def build_score_fn(config, process, network_fn):
-    """The per-example score of a per-example network function, as config.model.output says."""
+def build_model(config, process, network_fn):
+    """The `views.Model` of a per-example network function, as config.model.output says."""
     parametrization = lookup(PARAMETRIZATIONS, config.model.output, "model.output")
     return parametrization(process, network_fn)
 
 
 def build_objective(config) -> Callable:
-    """(score_fn, process, batch, example_keys) -> loss, with the config's options bound."""
+    """(model, process, batch, example_keys) -> loss, with the config's options bound."""
     fn = lookup(OBJECTIVES, config.objective.name, "objective.name")
     kwargs = check_kwargs(fn, config.objective.kwargs, "objective.kwargs")
     return functools.partial(fn, **kwargs)
@@ -229,9 +236,9 @@ def build_sharding_rule(config, mesh):
 
 
 def build_sampler(config, name: str) -> Callable:
-    """(process, score_fn, key, num_samples, shape) -> SampleResult, options from
+    """(process, model, key, num_samples, shape) -> SampleResult, options from
     config.samplers.<name>."""
     fn = lookup(SAMPLERS, name, "sampler")
     options = config.samplers.get(name, {})
-    hidden = ("process", "score_fn", "key", "num_samples", "shape", "first_index", "axis_name")
+    hidden = ("process", "model", "key", "num_samples", "shape", "first_index", "axis_name")
     return functools.partial(fn, **check_kwargs(fn, options, f"samplers.{name}", hidden))

@@ -26,7 +26,7 @@ def oracle_setup():
 def test_converged_solves_give_the_mean_over_all_points(oracle_setup):
     experiment, score_fn, held_out = oracle_setup
     nll = negative_log_likelihood(experiment, None, held_out, dict(OPTIONS, max_steps=4096),
-                                  score_model=lambda _: score_fn)
+                                  model=lambda _: score_fn)
     assert nll["failed_points"] == 0 and nll["num_points"] == 32
     assert np.isfinite(nll["nll_nats_per_dim"]) and np.isfinite(nll["nll_standard_error"])
 
@@ -34,7 +34,7 @@ def test_converged_solves_give_the_mean_over_all_points(oracle_setup):
 def test_failed_solves_are_counted_and_make_the_nll_nan(oracle_setup):
     experiment, score_fn, held_out = oracle_setup
     nll = negative_log_likelihood(experiment, None, held_out, dict(OPTIONS, max_steps=TOO_FEW_STEPS),
-                                  score_model=lambda _: score_fn)
+                                  model=lambda _: score_fn)
     failures = nll["failed_points"]
     assert 0 < failures < len(held_out)  # some, not all: a mean over the survivors would exist
     assert np.isnan(nll["nll_nats_per_dim"]) and np.isnan(nll["nll_standard_error"])

@@ -122,6 +122,6 @@ def test_every_process_trains_through_the_engine(process, output, weighting):
     assert np.isfinite(losses).all()
     assert np.median(losses[-30:]) < 0.8 * np.median(losses[:10]), (losses[:10], losses[-30:])
     # The trained model samples under jit with the process's prior (traced inside the solve).
-    draw = jax.jit(lambda params, key: sample_reverse_sde(experiment.process, experiment.score_fn(params), key, 16,
+    draw = jax.jit(lambda params, key: sample_reverse_sde(experiment.process, experiment.model(params), key, 16,
                                                           experiment.data_shape, 5))
     assert np.isfinite(np.asarray(draw(state.ema_params, jax.random.key(0)).samples)).all()

@@ -28,15 +28,16 @@ from genjax.train.parallel import BATCH_AXES, data_parallel_size
 
 
 def negative_log_likelihood(experiment: Experiment, params, data: np.ndarray, options: dict,
-                            score_model=None) -> dict:
+                            model=None) -> dict:
     """NLL of `data` [N, *shape] in nats/dim (mean and standard error over points), with NFE
     and the number of failed solves (NLL = NaN if there are any; module docstring).
 
     `options` are keyword arguments of `log_likelihood` (divergence, probe, num_probes,
-    solver, rtol, atol, max_steps). `score_model` maps params to a per-example score fn
-    (default `experiment.score_fn`). Every process must call it; all get the result.
+    solver, rtol, atol, max_steps). `model` maps params to a `views.Model` (default
+    `experiment.model`; a bare per-example score is read as a score model). Every process must
+    call it; all get the result.
     """
-    score_model = experiment.score_fn if score_model is None else score_model
+    model = experiment.model if model is None else model
     mesh = experiment.mesh
     num = len(data)
     per_device = -(-num // data_parallel_size(mesh))
@@ -45,7 +46,7 @@ def negative_log_likelihood(experiment: Experiment, params, data: np.ndarray, op
 
     def local(params, x, key):
         first = jax.lax.axis_index(BATCH_AXES) * per_device
-        result = log_likelihood(process, score_model(params), x, key, first_index=first, throw=False,
+        result = log_likelihood(process, model(params), x, key, first_index=first, throw=False,
                                 **options)
         return result.log_prob, result.nfe, result.successful
 

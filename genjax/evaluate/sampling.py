@@ -32,12 +32,13 @@ class SamplingError(RuntimeError):
     """A solver gave up on some examples; the message says which option to raise."""
 
 
-def draw(experiment: Experiment, params, sampler_name: str, num_samples: int, score_model=None) -> dict:
+def draw(experiment: Experiment, params, sampler_name: str, num_samples: int, model=None) -> dict:
     """num_samples draws with the named sampler; returns host arrays of samples and
     per-example NFE, and the wall time. Every process must call it (it runs on the mesh).
-    `score_model` maps params to a per-example score fn (default `experiment.score_fn`;
-    e.g. `lambda _: exact_score` to run the same sampler on an oracle)."""
-    score_model = experiment.score_fn if score_model is None else score_model
+    `model` maps params to a `views.Model` (default `experiment.model`; a bare per-example
+    score is read as a score model, e.g. `lambda _: exact_score` runs the same sampler on an
+    oracle)."""
+    model = experiment.model if model is None else model
     sampler = factory.build_sampler(experiment.config, sampler_name)
     parameters = inspect.signature(sampler.func).parameters
     if "throw" in parameters:
@@ -49,7 +50,7 @@ def draw(experiment: Experiment, params, sampler_name: str, num_samples: int, sc
 
     def draw_local(params, key):
         first = jax.lax.axis_index(BATCH_AXES) * per_device
-        result = sampler(process, score_model(params), key, per_device, shape, first_index=first)
+        result = sampler(process, model(params), key, per_device, shape, first_index=first)
         return result.samples, result.nfe, result.successful
 
     run = jax.jit(jax.shard_map(draw_local, mesh=mesh, in_specs=(P(), P()), out_specs=P(BATCH_AXES),

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax.nets.preconditioning import edm_loss_weight
-from genjax.processes.views import PerExampleFn
+from genjax.processes import views
 
 WEIGHTINGS = ("sigma_squared", "likelihood", "edm")
 REDUCTIONS = ("mean", "sum")
@@ -99,7 +99,7 @@ def time_and_relative_weight(process, key, weighting, importance_sampling=False,
 
 
 def denoising_score_matching_loss(
-    score_fn: PerExampleFn,
+    model,
     process,
     x0: jax.Array,
     keys: jax.Array,
@@ -116,7 +116,7 @@ def denoising_score_matching_loss(
     sharding leave it unchanged).
 
     Args:
-      score_fn: per-example model (x, t) -> score.
+      model: a `views.Model` with a score view (or a bare per-example score (x, t) -> s).
       keys: [B] per-example keys.
       weighting: "sigma_squared" (default), "likelihood" (g^2) or "edm"; see above.
       reduce: "mean" averages the squared error over data dimensions, "sum" adds it up
@@ -134,6 +134,7 @@ def denoising_score_matching_loss(
         raise ValueError(f"sigma_data={sigma_data!r} must be > 0")
     if sigma_data is None:
         sigma_data = getattr(process, "sigma_data", 0.5)
+    score_fn = views.score_fn(process, model)
 
     def per_example(x, key):
         key_t, key_noise = jax.random.split(key)

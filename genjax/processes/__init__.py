@@ -8,6 +8,7 @@ from genjax.processes.discrete import (
     smld_sigmas,
 )
 from genjax.processes.edm import EDMProcess
+from genjax.processes.flow_matching import FlowMatchingPath
 from genjax.processes.pfgmpp import PFGMPPProcess
 from genjax.processes.subvp import SubVPSDE
 from genjax.processes.ve import VESDE
@@ -16,6 +17,7 @@ from genjax.processes.vp import VPSDE
 __all__ = [
     "DiffusionProcess",
     "EDMProcess",
+    "FlowMatchingPath",
     "PFGMPPProcess",
     "SubVPSDE",
     "VESDE",

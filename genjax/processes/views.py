@@ -1,38 +1,55 @@
-"""Conversions between the equivalent views of one diffusion model.
+"""A trained model and the views samplers ask of it: score, denoised, velocity.
 
-For a Gaussian kernel x_t = alpha(t) x_0 + sigma(t) eps, a model of p_t can be read as
+A `Model` is a per-example network function (x [*shape], t []) -> y [*shape] together with
+what y means (its `output_kind`). A process (a probability path) and a model together give
+every view a sampler, a likelihood or an objective needs; the conversions live here, once.
+For a path whose kernel from the data is x_t = alpha(t) x_0 + sigma(t) eps (rates alpha',
+sigma'), the views of p_t are
 
     score        s(x, t)   = grad_x log p_t(x)
-    noise        eps(x, t) = -sigma(t) s(x, t)                 (Ho et al. 2020; Song et al. 2021)
-    denoised     D(x, t)   = (x + sigma(t)^2 s(x, t)) / alpha(t)  (Tweedie's formula; Karras et al. 2022)
-    velocity     v(x, t)   = f(x, t) - g(t)^2 s(x, t) / 2      (probability flow; Song et al. 2021, eq. 13;
-                                                            `process.probability_flow_drift`)
+    noise        eps(x, t) = E[eps | x_t = x] = -sigma(t) s(x, t)   (Ho et al. 2020; Song et al. 2021)
+    denoised     D(x, t)   = E[x_0 | x_t = x] = (x + sigma^2 s) / alpha   (Tweedie; Karras et al. 2022)
+    velocity     v(x, t)   = f(x, t) - g(t)^2 s(x, t) / 2          (probability flow; Song et al. 2021,
+                           = alpha' D + sigma' eps                  eq. 13; `process.probability_flow_drift`)
 
-The denoised view is E[x_0 | x_t], in the units of the data. For a scaled process
-(Karras et al. 2022, Table 1) with alpha(t) = s(t) and sigma(t) = s(t) sigma_tilde(t),
-x_hat = x / s(t) is the data plus noise of level sigma_tilde, and EDM's denoiser
-D(x_hat; sigma_tilde) is this same D: the formulas above hold unchanged with the process's
-(alpha, sigma), and give grad_x log p_t(x) = (D - x_hat) / (s sigma_tilde^2)
-(`sigma_tilde_from_coefficients` gives sigma_tilde = sigma / alpha).
+(the second form of v holds for the drift f = (alpha'/alpha) x and g^2 = 2 sigma^2
+d/dt log(sigma/alpha) of any affine Gaussian kernel; it stays finite where alpha = 0, as at
+the prior end of a flow-matching path, and `velocity_from_denoised_and_noise` is its home).
+The denoised view is in the units of the data; for a scaled process (Karras et al. 2022,
+Table 1) with alpha = s(t), sigma = s(t) sigma_tilde(t), EDM's denoiser D(x_hat; sigma_tilde)
+is this same D (`sigma_tilde_from_coefficients` gives sigma_tilde = sigma / alpha).
 
-Samplers and likelihood code ask for a score function and call these conversions; they
-hold no per-process special cases. The network's raw output is turned into a score by
-`score_fn_from_output`, according to what the network was trained to predict.
+Output kinds (`OUTPUT_KINDS`; a new kind is one entry there):
+  "score", "noise", "denoised": read as a score; the velocity is its probability flow.
+  "velocity": the velocity itself (flow matching, CNFs); its score is 2 (f - v) / g^2 (the
+      inverse of the probability flow).
+Scores exist only where the process says its velocity is the probability flow of a score
+(`process.has_score`, True unless set: diffusion, PFGM++'s pseudo-score, flow matching with
+the independent coupling; not a flow-matching path with an optimal-transport coupling, whose
+p_t is not a Gaussian blur of the data, nor a CNF). On such a path only a velocity output is
+meaningful, and every other kind is refused.
+
+Who asks for what: the ODE samplers and the likelihood ask for `velocity_fn`; stochastic
+samplers, DDIM, EDM's Heun sampler and denoising score matching ask for `score_fn` or
+`denoised_fn`, which refuse, with one line, a model that has no score. Anywhere a model is
+taken, a bare per-example function is read as a score model (`as_model`), so an exact
+score from an oracle is passed as it is.
 """
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 
 PerExampleFn = Callable[[jax.Array, jax.Array], jax.Array]
 # A per-example score model (x [*shape], t []) -> grad_x log p_t(x) [*shape]: what samplers,
 # likelihoods and the stochastic-calculus studies take in place of a network.
 ScoreFn = PerExampleFn
 
-OUTPUT_KINDS = ("noise", "score", "denoised")
 
-
+# --- the formulas (one copy each) ------------------------------------------------------------
 def score_from_noise(noise: jax.Array, sigma: jax.Array) -> jax.Array:
     return -noise / sigma
 
@@ -65,27 +82,156 @@ def score_from_velocity(process, x: jax.Array, t: jax.Array, velocity: jax.Array
     return 2.0 * (process.drift(x, t) - velocity) / process.diffusion(t) ** 2
 
 
-def velocity_fn_from_score_fn(process, score_fn: PerExampleFn) -> PerExampleFn:
+def velocity_from_denoised_and_noise(denoised: jax.Array, noise: jax.Array, alpha_rate: jax.Array,
+                                     sigma_rate: jax.Array) -> jax.Array:
+    """v = alpha'(t) E[x_0 | x] + sigma'(t) E[eps | x], the marginal velocity of the kernel
+    x_t = alpha x_0 + sigma eps (the conditional velocity alpha' x_0 + sigma' eps averaged
+    over the posterior; Lipman et al. 2023, eq. 8). Finite where alpha = 0."""
+    return alpha_rate * denoised + sigma_rate * noise
+
+
+# --- what a network's output means ----------------------------------------------------------
+class NoScoreError(ValueError):
+    """The model has no score view (a velocity on a path that is not a score's probability flow)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputKind:
+    """How to read an output y at (x, t) of `process`. Every kind has a score only on a path
+    whose velocity is the probability flow of a score (`process.has_score`).
+
+    Attributes:
+      to_score: (process, x, t, y) -> score.
+      to_velocity: (process, x, t, y) -> velocity, or None: the probability flow of the score.
+    """
+
+    to_score: Callable
+    to_velocity: Callable | None = None
+
+
+def _coefficients(process, t):
+    return process.marginal_coefficients(t)
+
+
+OUTPUT_KINDS: Mapping[str, OutputKind] = {
+    "score": OutputKind(to_score=lambda process, x, t, y: y),
+    "noise": OutputKind(to_score=lambda process, x, t, y: score_from_noise(y, _coefficients(process, t)[1])),
+    "denoised": OutputKind(to_score=lambda process, x, t, y: score_from_denoised(x, y, *_coefficients(process, t))),
+    "velocity": OutputKind(
+        to_score=lambda process, x, t, y: score_from_velocity(process, x, t, y),
+        to_velocity=lambda process, x, t, y: y,
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A per-example network function (x [*shape], t []) -> y and what y is (a key of
+    `OUTPUT_KINDS`). Static under `jax.jit` (close over it, as over a process)."""
+
+    output_fn: PerExampleFn
+    output_kind: str = "score"
+
+    def __post_init__(self):
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ValueError(f"unknown model output {self.output_kind!r}; choose one of {tuple(OUTPUT_KINDS)}")
+
+    @property
+    def kind(self) -> OutputKind:
+        return OUTPUT_KINDS[self.output_kind]
+
+
+def as_model(model) -> Model:
+    """`model` itself if it is a `Model`; a bare per-example function is a score model."""
+    return model if isinstance(model, Model) else Model(model, "score")
+
+
+def has_score(process, model) -> bool:
+    """Whether `model` on `process` has a score view (and hence a denoised one): only where
+    the path's velocity is the probability flow of a score (`process.has_score`, default True)."""
+    del model  # every output kind converts to a score on such a path, and none on another
+    return bool(getattr(process, "has_score", True))
+
+
+def require_score(process, model, user: str) -> None:
+    """NoScoreError, on one line naming `user`, unless the model has a score view."""
+    if has_score(process, model):
+        return
+    model = as_model(model)
+    if model.kind.to_velocity is None:
+        raise NoScoreError(
+            f"a {model.output_kind!r} output is read through a score, and {_describe(process)} has none "
+            "(its velocity is not the probability flow of a score); use model.output='velocity'"
+        )
+    raise NoScoreError(
+        f"{user} needs a score, and a {model.output_kind!r} model of {_describe(process)} has none "
+        "(its velocity is not the probability flow of a score); use probability_flow, or the "
+        "likelihood, which need only the velocity"
+    )
+
+
+def _describe(process) -> str:
+    describe = getattr(process, "describe", None)
+    return describe() if callable(describe) else type(process).__name__
+
+
+# --- the views --------------------------------------------------------------------------------
+def score_fn(process, model) -> PerExampleFn:
+    """The per-example score (x, t) -> grad_x log p_t(x) of `model` (NoScoreError if it has none)."""
+    model = as_model(model)
+    require_score(process, model, "this sampler or objective")
+    if model.output_kind == "score":
+        return model.output_fn
+    to_score = model.kind.to_score
+
+    def score(x, t):
+        return to_score(process, x, t, model.output_fn(x, t))
+
+    return score
+
+
+def denoised_fn(process, model) -> PerExampleFn:
+    """The per-example posterior mean (x, t) -> E[x_0 | x_t = x] (Tweedie, from the score)."""
+    score = score_fn(process, model)
+
+    def denoised(x, t):
+        return denoised_from_score(x, score(x, t), *process.marginal_coefficients(t))
+
+    return denoised
+
+
+def velocity_fn(process, model) -> PerExampleFn:
+    """The per-example ODE velocity (x, t) -> v: the output itself for a velocity model,
+    the probability flow of the score for every other kind."""
+    model = as_model(model)
+    to_velocity = model.kind.to_velocity
+    if to_velocity is None:
+        score = score_fn(process, model)
+
+        def velocity(x, t):
+            return velocity_from_score(process, x, t, score(x, t))
+
+        return velocity
+
+    def velocity(x, t):
+        return to_velocity(process, x, t, model.output_fn(x, t))
+
+    return velocity
+
+
+def coefficient_rates(process, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """(alpha, sigma, alpha', sigma') of the kernel at t (rates by forward-mode AD)."""
+    t = jnp.asarray(t, jnp.result_type(float))
+    (alpha, sigma), (alpha_rate, sigma_rate) = jax.jvp(process.marginal_coefficients, (t,), (jnp.ones_like(t),))
+    return alpha, sigma, alpha_rate, sigma_rate
+
+
+# --- kept for callers that hold an output function and its kind -----------------------------
+def velocity_fn_from_score_fn(process, score: PerExampleFn) -> PerExampleFn:
     """The per-example probability-flow velocity (x, t) -> v of a per-example score."""
-
-    def velocity_fn(x, t):
-        return velocity_from_score(process, x, t, score_fn(x, t))
-
-    return velocity_fn
+    return velocity_fn(process, Model(score, "score"))
 
 
 def score_fn_from_output(process, output_fn: PerExampleFn, output_kind: str) -> PerExampleFn:
-    """Wrap a per-example network output (x, t) -> y into the score (x, t) -> s."""
-    if output_kind == "score":
-        return output_fn
-
-    def score_fn(x, t):
-        alpha, sigma = process.marginal_coefficients(t)
-        y = output_fn(x, t)
-        if output_kind == "noise":
-            return score_from_noise(y, sigma)
-        if output_kind == "denoised":
-            return score_from_denoised(x, y, alpha, sigma)
-        raise ValueError(f"unknown model output {output_kind!r}; choose one of {OUTPUT_KINDS}")
-
-    return score_fn
+    """The score of a per-example network output (x, t) -> y of the given kind."""
+    return score_fn(process, Model(output_fn, output_kind))

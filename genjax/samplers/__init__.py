@@ -1,8 +1,11 @@
-"""Samplers: from prior draws to data with a score model (reverse SDE, probability flow).
+"""Samplers: from prior draws to data with a model (reverse SDE, probability flow, ...).
 
-A score model is a per-example function score_fn(x, t) -> grad_x log p_t(x); samplers vmap
-it. Every sampler returns a `SampleResult` and gives example i of a sample set the key
-fold_in(key, i), so sample sets do not depend on batching (see `prior`).
+A model is a `views.Model` (a per-example network output and its kind; a bare per-example
+function is a score model). The ODE samplers and the likelihood ask it for its velocity,
+the others for its score (`views`); a model with no score is refused by the latter with one
+line. Samplers vmap the per-example views. Every sampler returns a `SampleResult` and
+gives example i of a sample set the key fold_in(key, i), so sample sets do not depend on
+batching (see `prior`).
 
 References:
   B. D. O. Anderson, "Reverse-time diffusion equation models", Stochastic Processes and

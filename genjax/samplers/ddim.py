@@ -30,9 +30,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.views import ScoreFn, denoised_from_score, noise_from_score
+from genjax.processes.views import denoised_from_score, noise_from_score
 from genjax.samplers.predictor_corrector import transition_coefficients
-from genjax.samplers.capabilities import require_reverse_sde
+from genjax.samplers.capabilities import require_reverse_sde, score_view
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
 
@@ -50,7 +50,7 @@ def ddim_step(process, x_t, score, t, s, eta, z):
 
 def sample_ddim(
     process,
-    score_fn: ScoreFn,
+    model,
     key: jax.Array,
     num_samples: int,
     shape: tuple[int, ...],
@@ -62,7 +62,8 @@ def sample_ddim(
 
     Args:
       process: a `DiffusionProcess` (closed over; static under `jax.jit`).
-      score_fn: per-example score model (x [*shape], t []) -> [*shape].
+      model: a `views.Model` with a score view (or a bare per-example score (x [*shape], t [])
+        -> [*shape]).
       key: PRNG key of the whole (global) sample set.
       num_samples, shape: number of examples drawn here and per-example shape (static).
       num_steps: N, DDIM steps from t_max to t_min_sample (then one step to x0_hat).
@@ -83,6 +84,7 @@ def sample_ddim(
     t_max, t_min = float(process.t_max), float(process.t_min_sample)
     if not t_max > t_min > 0.0:
         raise ValueError(f"need t_max > t_min_sample > 0, got {t_max}, {t_min}")
+    score_fn = score_view(process, model, "ddim")
     shape = tuple(shape)
     grid = process.time_grid(num_steps)
 

@@ -51,8 +51,8 @@ import jax
 import jax.numpy as jnp
 
 from genjax.processes.edm import rho_grid
-from genjax.processes.views import ScoreFn, denoised_from_score, sigma_tilde_from_coefficients
-from genjax.samplers.capabilities import require_reverse_sde
+from genjax.processes.views import denoised_from_score, sigma_tilde_from_coefficients
+from genjax.samplers.capabilities import require_reverse_sde, score_view
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
 
@@ -89,7 +89,7 @@ def time_of_sigma_tilde(process, level: jax.Array, iterations: int = 64) -> jax.
 
 def sample_edm_heun(
     process,
-    score_fn: ScoreFn,
+    model,
     key: jax.Array,
     num_samples: int,
     shape: tuple[int, ...],
@@ -107,7 +107,8 @@ def sample_edm_heun(
 
     Args:
       process: a `DiffusionProcess` (closed over; static under `jax.jit`).
-      score_fn: per-example score model (x [*shape], t []) -> [*shape].
+      model: a `views.Model` with a score view (or a bare per-example score (x [*shape], t [])
+        -> [*shape]).
       key: PRNG key of the whole (global) sample set.
       num_samples, shape: number of examples drawn here and per-example shape (static).
       num_steps: N, noise levels on the rho grid (N steps, the last to sigma = 0).
@@ -136,6 +137,7 @@ def sample_edm_heun(
         raise ValueError(f"s_tmax={s_tmax!r} must be >= s_tmin={s_tmin!r}")
     if s_churn > 0:
         require_reverse_sde(process, "edm_heun with s_churn > 0")
+    score_fn = score_view(process, model, "edm_heun")
     shape = tuple(shape)
     t_max = jnp.float32(process.t_max)
     level_at_t_max = sigma_tilde(process, t_max)

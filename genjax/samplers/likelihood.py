@@ -17,7 +17,9 @@ forward from t0 to T gives x_T and delta_T = int_{t0}^T div v dt, and
 
     log p_{t0}(x_data) = log p_T(x_T) + delta_T                      (Song et al. 2021, appendix D.2)
 
-with p_T replaced by the process prior (`process.prior_log_prob`).
+with p_T replaced by the process prior (`process.prior_log_prob`). v is the model's velocity
+view (`views.velocity_fn`): the probability flow of a score model, or a velocity model's
+output as it is (flow matching, a CNF), so every model gets the same exact likelihood.
 
 Divergence.
   "exact": the trace of the Jacobian dv/dx, built from D forward-mode products (one
@@ -46,10 +48,10 @@ log N(x_T; 0, I) - log p_T(x_T) (p_T is not exactly the prior; for VPSDE alpha(1
 6.6e-3). The difference log p_{t0} - log p_0 is a separate, model-independent bias of
 the evaluation protocol (Song et al. 2021 report likelihoods at t0 = 1e-5).
 
-NFE. One evaluation of the augmented field costs one evaluation of `score_fn` plus the
+NFE. One evaluation of the augmented field costs one evaluation of the model plus the
 derivative needed for the divergence: one jvp (Hutchinson) or D jvps (exact), each about
 the cost of one more score evaluation. `nfe` counts evaluations of the augmented field,
-which equal evaluations of `score_fn` (its forward pass), and is counted as in the
+which equal evaluations of the model (its forward pass), and is counted as in the
 sampler: `evaluations_per_solve` (Tsit5/Dopri5 are FSAL: 6 * attempted steps + 1 per
 solve). With K probes an example makes K solves and `nfe` is their sum. Under `vmap` the
 batch runs in lock step until its slowest solve is done.
@@ -78,7 +80,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.views import ScoreFn, velocity_fn_from_score_fn
+from genjax.processes import views
 from genjax.samplers.prior import example_keys
 from genjax.samplers.probability_flow import check_solver_options, evaluations_per_solve
 
@@ -97,7 +99,7 @@ class LikelihoodResult:
 
     Attributes:
       log_prob: [N] log p_{t0}(x_i) in nats (mean over the probes for Hutchinson).
-      nfe: [N] int32, evaluations of the augmented field (= of `score_fn`) spent on each
+      nfe: [N] int32, evaluations of the augmented field (= of the model) spent on each
         example, summed over its probe solves.
       successful: [N] bool, False where any solve of the example failed.
       log_prob_per_probe: [N, K] the value of each probe's solve (K = 1 for "exact").
@@ -148,7 +150,7 @@ def draw_probes(
 
 def log_likelihood(
     process,
-    score_fn: ScoreFn,
+    model,
     x: jax.Array,
     key: jax.Array | None = None,
     *,
@@ -168,7 +170,8 @@ def log_likelihood(
 
     Args:
       process: a `DiffusionProcess` (closed over; static under `jax.jit`).
-      score_fn: per-example score model (x [*shape], t []) -> [*shape].
+      model: a `views.Model` (or a bare per-example score (x [*shape], t []) -> [*shape]);
+        only its velocity view is used.
       x: data points [N, *shape].
       key: PRNG key of the whole (global) data set; used for the Hutchinson probes only
         (may be None for the exact divergence).
@@ -206,7 +209,7 @@ def log_likelihood(
     check_solver_options(rtol, atol, max_steps)
 
     solve = _augmented_solver(
-        process, score_fn, solver.lower(), rtol, atol, max_steps, t0, exact, terminal_log_prob
+        process, model, solver.lower(), rtol, atol, max_steps, t0, exact, terminal_log_prob
     )
     num_examples, shape = x.shape[0], tuple(x.shape[1:])
     if exact:
@@ -260,7 +263,7 @@ def divergence_hutchinson(
 
 
 def _augmented_solver(
-    process, score_fn: ScoreFn, solver, rtol, atol, max_steps, t0, exact, terminal_log_prob
+    process, model, solver, rtol, atol, max_steps, t0, exact, terminal_log_prob
 ):
     """A per-example function (x, eps) -> (log p_{t0}(x), nfe, successful)."""
     t_max = float(process.t_max)
@@ -270,7 +273,7 @@ def _augmented_solver(
     controller = diffrax.PIDController(rtol=rtol, atol=atol)
     prior_log_prob = process.prior_log_prob if terminal_log_prob is None else terminal_log_prob
 
-    velocity_fn = velocity_fn_from_score_fn(process, score_fn)
+    velocity_fn = views.velocity_fn(process, model)
 
     def field(t, state, eps):
         y, _ = state

@@ -91,8 +91,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.views import ScoreFn, denoised_from_score
-from genjax.samplers.capabilities import require_reverse_sde
+from genjax.processes.views import denoised_from_score
+from genjax.samplers.capabilities import require_reverse_sde, score_view
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
 
@@ -163,7 +163,7 @@ def predictor_corrector_nfe(
 
 def sample_predictor_corrector(
     process,
-    score_fn: ScoreFn,
+    model,
     key: jax.Array,
     num_samples: int,
     shape: tuple[int, ...],
@@ -181,7 +181,8 @@ def sample_predictor_corrector(
 
     Args:
       process: a `DiffusionProcess` (closed over; static under `jax.jit`).
-      score_fn: per-example score model (x [*shape], t []) -> [*shape].
+      model: a `views.Model` with a score view (or a bare per-example score (x [*shape], t [])
+        -> [*shape]).
       key: PRNG key of the whole (global) sample set.
       num_samples, shape: number of examples drawn here and per-example shape (static).
       num_steps: N, steps of the process's `time_grid` from t_max to t_min_sample (static).
@@ -200,6 +201,7 @@ def sample_predictor_corrector(
       `SampleResult` (samples [N, *shape], nfe [N], successful [N]).
     """
     require_reverse_sde(process, "predictor_corrector (every predictor and the Langevin corrector add noise)")
+    score_fn = score_view(process, model, "predictor_corrector")
     if step_size not in STEP_SIZES:
         raise ValueError(f"unknown step_size {step_size!r}; choose one of {STEP_SIZES}")
     if predictor not in PREDICTORS:

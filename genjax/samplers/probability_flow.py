@@ -1,13 +1,14 @@
-"""Sampling with the probability-flow ODE, solved per example in diffrax.
+"""Sampling with the probability-flow ODE (any model's velocity), solved per example in diffrax.
 
 Every forward SDE dx = f dt + g dw has a deterministic ODE with the same marginals p_t
 (Song et al. 2021, "Score-Based Generative Modeling through SDEs", eq. 13):
 
-    dx/dt = f(x, t) - 1/2 g(t)^2 grad_x log p_t(x).
+    dx/dt = v(x, t) = f(x, t) - 1/2 g(t)^2 grad_x log p_t(x).
 
-With a score model in place of grad log p_t, integrating it from x_T ~ p_T at t = T down to
-t_min_sample maps prior draws to samples; the map is deterministic, so a sample is a
-function of its prior draw only.
+The sampler asks the model for its velocity view (`views.velocity_fn`): the probability flow
+of a score model, or the output of a velocity model (flow matching, a CNF) as it is.
+Integrating v from x_T ~ p_T at t = T down to t_min_sample maps prior draws to samples; the
+map is deterministic, so a sample is a function of its prior draw only.
 
 Solvers (all from diffrax, Kidger 2021):
   "tsit5", "dopri5": adaptive explicit Runge-Kutta (5th order, 4th-order embedded error
@@ -48,7 +49,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.views import ScoreFn, velocity_fn_from_score_fn
+from genjax.processes import views
 from genjax.samplers.prior import example_keys, sample_prior
 from genjax.samplers.result import SampleResult
 
@@ -73,7 +74,7 @@ def evaluations_per_solve(solver: str, num_steps: jax.Array) -> jax.Array:
 
 def sample_probability_flow(
     process,
-    score_fn: ScoreFn,
+    model,
     key: jax.Array,
     num_samples: int,
     shape: tuple[int, ...],
@@ -89,7 +90,7 @@ def sample_probability_flow(
 
     Args:
       process: a `DiffusionProcess` (closed over; static under `jax.jit`).
-      score_fn: per-example score model (x [*shape], t []) -> [*shape].
+      model: a `views.Model` (or a bare per-example score (x [*shape], t []) -> [*shape]).
       key: PRNG key of the whole (global) sample set; only the prior stream is used.
       num_samples, shape: number of examples drawn here and per-example shape (static).
       solver: "tsit5" or "dopri5" (adaptive), "heun" or "euler" (fixed steps).
@@ -102,7 +103,7 @@ def sample_probability_flow(
     Returns:
       `SampleResult` with samples [N, *shape], nfe [N] and successful [N].
     """
-    solve = _probability_flow_solver(process, score_fn, solver, rtol, atol, max_steps, num_steps)
+    solve = _probability_flow_solver(process, model, solver, rtol, atol, max_steps, num_steps)
     keys = example_keys(key, num_samples, first_index)
     x_T = sample_prior(process, keys, tuple(shape))
     return _solve_all(solve, x_T, throw, f"probability-flow ODE ({solver}), max_steps={max_steps}")
@@ -110,7 +111,7 @@ def sample_probability_flow(
 
 def solve_probability_flow(
     process,
-    score_fn: ScoreFn,
+    model,
     x_T: jax.Array,
     solver: str = "tsit5",
     rtol: float = 1e-5,
@@ -123,7 +124,7 @@ def solve_probability_flow(
 
     The deterministic part of `sample_probability_flow` (same arguments).
     """
-    solve = _probability_flow_solver(process, score_fn, solver, rtol, atol, max_steps, num_steps)
+    solve = _probability_flow_solver(process, model, solver, rtol, atol, max_steps, num_steps)
     return _solve_all(solve, x_T, throw, f"probability-flow ODE ({solver}), max_steps={max_steps}")
 
 
@@ -160,7 +161,7 @@ def _lookup(solver: str):
         raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}") from None
 
 
-def _probability_flow_solver(process, score_fn: ScoreFn, solver, rtol, atol, max_steps, num_steps):
+def _probability_flow_solver(process, model, solver, rtol, atol, max_steps, num_steps):
     """A per-example function x_T -> (x_{t_min}, nfe, successful)."""
     solver_cls, _, _, adaptive = _lookup(solver)
     check_solver_options(rtol, atol, max_steps)
@@ -181,7 +182,7 @@ def _probability_flow_solver(process, score_fn: ScoreFn, solver, rtol, atol, max
         dt0, t0, t1 = None, grid[0], grid[-1]
         max_steps = num_steps
 
-    velocity_fn = velocity_fn_from_score_fn(process, score_fn)
+    velocity_fn = views.velocity_fn(process, model)
 
     def velocity(t, x, args):
         return velocity_fn(x, t)

@@ -52,8 +52,8 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-from genjax.processes.views import ScoreFn, denoised_from_score
-from genjax.samplers.capabilities import require_reverse_sde
+from genjax.processes.views import denoised_from_score
+from genjax.samplers.capabilities import require_reverse_sde, score_view
 from genjax.samplers.prior import example_keys, noise_key, sample_prior
 from genjax.samplers.result import SampleResult
 from genjax.stochastic.sde_solvers import sde_terms
@@ -62,7 +62,7 @@ from genjax.stochastic.time_reversal import forward_sde
 
 def sample_reverse_sde(
     process,
-    score_fn: ScoreFn,
+    model,
     key: jax.Array,
     num_samples: int,
     shape: tuple[int, ...],
@@ -74,7 +74,8 @@ def sample_reverse_sde(
 
     Args:
       process: a `DiffusionProcess` (closed over; static under `jax.jit`).
-      score_fn: per-example score model (x [*shape], t []) -> [*shape].
+      model: a `views.Model` with a score view (or a bare per-example score (x [*shape], t [])
+        -> [*shape]).
       key: PRNG key of the whole (global) sample set.
       num_samples: N, number of examples drawn here (static).
       shape: per-example data shape, e.g. (2,) or (H, W, C) (static).
@@ -87,9 +88,10 @@ def sample_reverse_sde(
       `SampleResult` with samples [N, *shape], nfe [N] (= num_steps (+1)) and successful [N].
 
     Jit with the static arguments closed over, e.g.
-    `jax.jit(lambda key: sample_reverse_sde(process, score_fn, key, n, shape, 1000))`.
+    `jax.jit(lambda key: sample_reverse_sde(process, model, key, n, shape, 1000))`.
     """
     require_reverse_sde(process, "euler_maruyama")
+    score_fn = score_view(process, model, "euler_maruyama")
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     shape = tuple(shape)
@@ -100,7 +102,7 @@ def sample_reverse_sde(
     return SampleResult(samples=samples, nfe=nfe, successful=successful)
 
 
-def _reverse_sde_solver(process, score_fn: ScoreFn, shape, num_steps: int, denoise_final: bool):
+def _reverse_sde_solver(process, score_fn, shape, num_steps: int, denoise_final: bool):
     """A per-example function (x_T, noise key) -> (x_out, nfe, successful)."""
     t_max, t_min = float(process.t_max), float(process.t_min_sample)
     if not t_max > t_min >= 0.0:
