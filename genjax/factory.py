@@ -16,10 +16,13 @@ from typing import Any, Callable, Mapping
 from genjax.data import toy
 from genjax.data.checkerboard_oracle import perturbed_checkerboard_log_prob_fn, perturbed_checkerboard_score_fn
 from genjax.data.gaussian_mixture import perturbed_log_prob_fn, perturbed_score_fn
+from genjax.nets.concatsquash import ConcatSquashMLP
 from genjax.nets.mlp import TimeConditionedMLP
+from genjax.objectives.maximum_likelihood import cnf_maximum_likelihood_loss
 from genjax.objectives.flow_matching import conditional_flow_matching_loss
 from genjax.objectives.score_matching import denoising_score_matching_loss
 from genjax.nets.preconditioning import edm_denoiser
+from genjax.processes.cnf import ContinuousNormalizingFlow
 from genjax.processes.edm import EDMProcess
 from genjax.processes.flow_matching import FlowMatchingPath
 from genjax.processes.pfgmpp import PFGMPPProcess
@@ -89,6 +92,7 @@ PROCESSES: Mapping[str, type] = {
     "edm": EDMProcess,
     "pfgmpp": PFGMPPProcess,
     "flow_matching": FlowMatchingPath,
+    "cnf": ContinuousNormalizingFlow,
 }
 
 
@@ -120,6 +124,7 @@ PARAMETRIZATIONS: Mapping[str, Callable] = {
 
 NETWORKS: Mapping[str, type] = {
     "mlp": TimeConditionedMLP,
+    "concatsquash": ConcatSquashMLP,
 }
 
 # Each objective: (model, process, batch, example_keys, **kwargs) -> scalar loss; `model` is
@@ -127,6 +132,7 @@ NETWORKS: Mapping[str, type] = {
 OBJECTIVES: Mapping[str, Callable] = {
     "dsm": denoising_score_matching_loss,
     "cfm": conditional_flow_matching_loss,
+    "cnf_mle": cnf_maximum_likelihood_loss,
 }
 
 # Each sampler: (process, model, key, num_samples, shape, **kwargs) -> SampleResult.

@@ -73,6 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from genjax.processes import views
 from genjax.samplers.likelihood import DIVERGENCES, PROBES
 from genjax.samplers.probability_flow import check_solver_options, evaluations_per_solve
 
@@ -291,3 +292,29 @@ def cnf_nll_loss(velocity_fn: VelocityFn, process, batch: jax.Array, example_key
     """The CNF loss alone (the engine's objective contract: (model fn, process, batch,
     example_keys, **kwargs) -> scalar); options as `cnf_loss_and_metrics`."""
     return cnf_loss_and_metrics(velocity_fn, process, batch, example_keys, **options)[0]
+
+
+def cnf_maximum_likelihood_loss(
+    model,
+    process,
+    batch: jax.Array,
+    example_keys: jax.Array,
+    *,
+    kinetic_weight: float = 0.0,
+    jacobian_weight: float = 0.0,
+    divergence: str = "exact",
+    probe: str = "rademacher",
+    solver: str = "dopri5",
+    num_steps: int = 16,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    max_steps: int = 1000,
+    adjoint: str = "recursive_checkpoint",
+) -> jax.Array:
+    """The engine's objective `"cnf_mle"` (factory.OBJECTIVES): the CNF loss of a trained
+    model's velocity view (views.Model with output "velocity"); the options, named as config
+    fields, are those of `cnf_loss_and_metrics` and `cnf_terms`."""
+    return cnf_nll_loss(views.velocity_fn(process, model), process, batch, example_keys,
+                        kinetic_weight=kinetic_weight, jacobian_weight=jacobian_weight, divergence=divergence,
+                        probe=probe, solver=solver, num_steps=num_steps, rtol=rtol, atol=atol, max_steps=max_steps,
+                        adjoint=adjoint)
