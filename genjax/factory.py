@@ -17,13 +17,15 @@ from genjax.data import toy
 from genjax.data.checkerboard_oracle import perturbed_checkerboard_log_prob_fn, perturbed_checkerboard_score_fn
 from genjax.data.gaussian_mixture import perturbed_log_prob_fn, perturbed_score_fn
 from genjax.nets.mlp import TimeConditionedMLP
+from genjax.objectives.poisson_field import poisson_field_loss
 from genjax.objectives.score_matching import denoising_score_matching_loss
-from genjax.nets.preconditioning import edm_denoiser
+from genjax.nets.preconditioning import c_in, c_noise, edm_denoiser
 from genjax.processes.edm import EDMProcess
+from genjax.processes.pfgm import PFGMProcess
 from genjax.processes.pfgmpp import PFGMPPProcess
 from genjax.processes.subvp import SubVPSDE
 from genjax.processes.ve import VESDE
-from genjax.processes.views import score_fn_from_output, sigma_tilde_from_coefficients
+from genjax.processes.views import PoissonFieldScore, score_fn_from_output, sigma_tilde_from_coefficients
 from genjax.processes.vp import VPSDE
 from genjax.samplers.ddim import sample_ddim
 from genjax.samplers.edm_heun import sample_edm_heun
@@ -86,6 +88,7 @@ PROCESSES: Mapping[str, type] = {
     "subvp": SubVPSDE,
     "edm": EDMProcess,
     "pfgmpp": PFGMPPProcess,
+    "pfgm": PFGMProcess,
 }
 
 
@@ -105,12 +108,26 @@ def _edm_preconditioned(process, network_fn):
     return score_fn_from_output(process, denoiser, "denoised")
 
 
+def _poisson_field_preconditioned(process, network_fn):
+    """PFGM's field model (Xu et al. 2022): the raw network's output is the normalised (N+1)-vector
+    field; its input is scaled as EDM's, F(c_in(sigma) x, c_noise(sigma)) with sigma = z (Karras et
+    al. 2022, Table 1), so the same network serves EDM, PFGM++ and PFGM."""
+    sigma_data = getattr(process, "sigma_data", 0.5)
+
+    def field_fn(x, t):
+        sigma = sigma_tilde_from_coefficients(*process.marginal_coefficients(t))
+        return network_fn(c_in(sigma, sigma_data) * x, c_noise(sigma))
+
+    return PoissonFieldScore(process, field_fn)
+
+
 # What the network's output means: (process, per-example network fn) -> score fn.
 PARAMETRIZATIONS: Mapping[str, Callable] = {
     "noise": lambda process, fn: score_fn_from_output(process, fn, "noise"),
     "score": lambda process, fn: score_fn_from_output(process, fn, "score"),
     "denoised": lambda process, fn: score_fn_from_output(process, fn, "denoised"),
     "edm": _edm_preconditioned,
+    "poisson_field": _poisson_field_preconditioned,
 }
 
 NETWORKS: Mapping[str, type] = {
@@ -120,6 +137,7 @@ NETWORKS: Mapping[str, type] = {
 # Each objective: (score_fn, process, batch, example_keys, **kwargs) -> scalar loss.
 OBJECTIVES: Mapping[str, Callable] = {
     "dsm": denoising_score_matching_loss,
+    "poisson_field": poisson_field_loss,
 }
 
 # Each sampler: (process, score_fn, key, num_samples, shape, **kwargs) -> SampleResult.

@@ -89,3 +89,28 @@ def score_fn_from_output(process, output_fn: PerExampleFn, output_kind: str) -> 
         raise ValueError(f"unknown model output {output_kind!r}; choose one of {OUTPUT_KINDS}")
 
     return score_fn
+
+
+# --- PFGM's normalised Poisson field (Xu et al. 2022) ---------------------------------------------
+class PoissonFieldScore:
+    """A per-example score (x, t) -> s read from a model of PFGM's normalised field
+    (x, z) -> [N + 1] at z = t: the velocity dx/dz = E_x / E_z
+    (`process.velocity_from_normalised_field`, genjax/processes/pfgm.py) turned into the score
+    whose probability-flow velocity it is, s = 2 (f - v) / g^2 (`score_from_velocity`; for
+    PFGM's f = 0, g^2 = 2 z: s = -(E_x / E_z) / z = (E[y | x, z] - x) / z^2, a pseudo-score as
+    PFGM++'s). `field_fn` stays reachable for the objective that regresses the field itself
+    (genjax/objectives/poisson_field.py)."""
+
+    def __init__(self, process, field_fn: PerExampleFn):
+        self.process = process
+        self.field_fn = field_fn
+
+    def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+        field = self.field_fn(x, t)
+        if field.shape != (x.size + 1,):
+            raise ValueError(
+                f"a Poisson-field model must output x.size + 1 = {x.size + 1} numbers per example, got shape "
+                f"{field.shape}; set the network's output_dim to {x.size + 1}"
+            )
+        velocity = self.process.velocity_from_normalised_field(field, t).reshape(x.shape)
+        return score_from_velocity(self.process, x, t, velocity)
