@@ -106,22 +106,36 @@ class PFGMProcess(PFGMPPProcess):
         return math.sqrt(n) * field / (jnp.linalg.norm(field, axis=-1, keepdims=True) + self.gamma)
 
     def velocity_from_normalised_field(self, field: jax.Array, z: jax.Array) -> jax.Array:
-        """dx/dz = E_x / E_z [N] of a normalised field T [N + 1] at height z.
+        """dx/dz = E_x / E_z [N] of a normalised field T [N + 1] at height z, read in two ways.
 
-        For z >= z_exp the ratio T_x / T_z. Below z_exp, T_z = -sqrt(N) z / (|G| + gamma) is
-        small and a model's error in it would dominate the ratio, so T_z is not used (the
-        paper's appendix B.2.3 replaces it by its exact value): G's z component is -z, so
-        |T_x| / sqrt(N) = n = a / (sqrt(a^2 + z^2) + gamma) with a = |G_x| inverts exactly to
+        The ratio T_x / T_z. Its relative error is a model's error over c = |T_z| / sqrt(N) =
+        z / (|G| + gamma), which is small near the data at small z (the paper, appendix B.2.3,
+        replaces T_z there by its exact value below z_exp). The inversion: G's z component is
+        -z, so n = |T_x| / sqrt(N) = a / (sqrt(a^2 + z^2) + gamma), a = |G_x|, inverts exactly to
 
             a = n (gamma + sqrt(n^2 gamma^2 + (1 - n^2) z^2)) / (1 - n^2),
 
-        G_x = a T_x / |T_x| and dx/dz = G_x / G_z = -G_x / z. (The paper's code drops z under
-        the root.) n is clipped below 1, which only a wrong model exceeds."""
-        n_dims = field.shape[-1] - 1
-        field_x, field_z = field[:-1], field[-1]
-        ratio = field_x / field_z
-        norm_x = jnp.linalg.norm(field_x)
-        n = jnp.minimum(norm_x / math.sqrt(n_dims), 1.0 - 1e-6)
+        G_x = a T_x / |T_x| and dx/dz = G_x / G_z = -G_x / z (the paper's code drops z under the
+        root); its relative error is a model's error over about 1 - n^2, small far from the
+        data (where |G| >> gamma). The velocity is w inverted + (1 - w) ratio with
+        w = (1 - n^2) / (1 - n^2 + c), each reading weighted by how well it is conditioned (n is
+        clipped below 1); smooth, so adaptive solvers meet no jump, and exact for the exact field.
+        z_exp >= 0 bounds where the inversion may serve: w = 0 for z > z_exp (0: ratio only)."""
+        n = self._clipped_norm(field)
+        conditioning = 1.0 - n**2
+        weight = conditioning / (conditioning + jnp.abs(field[-1]) / math.sqrt(field.shape[-1] - 1))
+        weight = jnp.where(z > self.z_exp, 0.0, weight)
+        return weight * self.velocity_by_inversion(field, z) + (1.0 - weight) * self.velocity_by_ratio(field)
+
+    def velocity_by_ratio(self, field: jax.Array) -> jax.Array:
+        """T_x / T_z (see `velocity_from_normalised_field`)."""
+        return field[:-1] / field[-1]
+
+    def velocity_by_inversion(self, field: jax.Array, z: jax.Array) -> jax.Array:
+        """-G_x / z with G_x recovered from T_x alone (see `velocity_from_normalised_field`)."""
+        n = self._clipped_norm(field)
         a = n * (self.gamma + jnp.sqrt(n**2 * self.gamma**2 + (1.0 - n**2) * z**2)) / (1.0 - n**2)
-        inverted = -(a / jnp.maximum(norm_x, 1e-30)) * field_x / z
-        return jnp.where(z >= self.z_exp, ratio, inverted)
+        return -(a / jnp.maximum(jnp.linalg.norm(field[:-1]), 1e-30)) * field[:-1] / z
+
+    def _clipped_norm(self, field: jax.Array) -> jax.Array:
+        return jnp.minimum(jnp.linalg.norm(field[:-1]) / math.sqrt(field.shape[-1] - 1), 1.0 - 1e-3)
