@@ -184,7 +184,7 @@ def draw_shares(field_points, sampler, num, **options):
 @pytest.mark.parametrize(
     "sampler, options, num",
     [pytest.param(sample_probability_flow, {"rtol": 1e-4, "atol": 1e-4}, 4_000, marks=SLOW),
-     (sample_probability_flow, {"solver": "heun", "num_steps": 64}, 20_000),
+     pytest.param(sample_probability_flow, {"solver": "heun", "num_steps": 64}, 20_000, marks=SLOW),
      (sample_edm_heun, {"num_steps": 32}, 20_000)],
     ids=["probability_flow", "heun_log_z_grid", "edm_heun"],
 )
@@ -217,6 +217,7 @@ def test_ode_likelihood_with_the_exact_field_matches_the_exact_density():
     assert likelihood_gap(POINTS) < 0.01
 
 
+@SLOW
 def test_likelihood_check_rejects_a_misweighted_field():
     assert likelihood_gap(WRONG_POINTS) > 0.01
 
