@@ -236,16 +236,20 @@ def main(argv):
     metrics_key = derive_key(FLAGS.seed, "metrics")
     results = {"noise_floor": sample_quality(metrics_key, second, reference), "models": {}}
     results["models"]["exact score (EDM sampler)"] = oracle_rows(configs["EDM"], reference, metrics_key, steps)
+    write(results, steps, alphas, dims)
     for name, config in configs.items():
         results["models"][name] = evaluate_model(name, config, reference, metrics_key, steps, alphas)
-    table = markdown(results, steps, alphas)
+        write(results, steps, alphas, dims)  # a long run interrupted keeps the models it finished
+    print(markdown(results, steps, alphas))
+
+
+def write(results: dict, steps, alphas, dims) -> None:
     with open(os.path.join(FLAGS.workdir, "pfgm_trained.md"), "w") as f:
-        f.write(table)
+        f.write(markdown(results, steps, alphas))
     with open(os.path.join(FLAGS.workdir, "pfgm_trained.json"), "w") as f:
         json.dump({"flags": {"seconds": FLAGS.seconds, "dims": dims, "num_samples": FLAGS.num_samples,
                              "nll_points": FLAGS.nll_points, "heun_steps": steps, "alphas": alphas, "seed": FLAGS.seed},
                    **results}, f, indent=2)
-    print(table)
 
 
 if __name__ == "__main__":
