@@ -16,12 +16,14 @@ flow (278 NFE) MMD -0.0008, i.e. the bulk is at the noise floor, but 1.2 % of th
 prior draws far in the Cauchy tail (|x| > 10, up to about 1e4) that the network, which never
 saw such points, leaves where they are, so SWD is 1190. The NLL through the ODE (exact
 divergence, tol 1e-5) fails on 9 of 100 held-out points (trajectories leave the data where the
-learned T_z has the wrong sign), so it is NaN, with 3788 NFE per point; evaluation takes
-the NLL on 500 points (about 20 min on the loaded machine).
+learned T_z has the wrong sign), so it is NaN, with 3788 NFE per point. These numbers are from
+the step-6000 checkpoint with 2000 samples and 100 NLL points: the command's own evaluation
+(10000 samples per sampler, NLL on 500 points) had not finished after 30 min on the loaded
+machine, the failing solves running to max_steps.
 PFGM++ with D = 1 trained by the denoiser objective instead (configs/pfgmpp.py with
---config.process.kwargs.augment_dim=1, same network, 6000 steps, 12.5 min there): EDM Heun MMD
-0.23, 0.15 % stray, NLL 2.359 +- 0.048 nats/dim (2013 NFE, no failures; the true value is
-log(32)/2 = 1.733).
+--config.process.kwargs.augment_dim=1, same network, 6000 steps, 12.5 min there), same
+protocol: EDM Heun MMD 0.231, probability flow (382 NFE) MMD 0.239, 0.15 % stray, NLL
+2.359 +- 0.048 nats/dim (2013 NFE, no failures; the true value is log(32)/2 = 1.733).
 """
 from configs import default
 
