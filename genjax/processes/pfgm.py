@@ -50,8 +50,8 @@ class PFGMProcess(PFGMPPProcess):
       tau, max_exponent: the growth factor (1 + tau)^m, m ~ U[0, max_exponent] (the paper's
         tau = 0.03, M = 291: z of the training points spans about 1e-4 to 1e2).
       gamma: the normalisation constant of the field (`normalised_field`; the paper: 5).
-      z_exp: below this z the velocity is read from the field's x components alone
-        (`velocity_from_normalised_field`; the paper's z_exp: 5).
+      z_exp: only below this z may the velocity lean on the field's x components alone
+        (`velocity_from_normalised_field`; the paper's z_exp: 5; 0 reads the ratio only).
       sigma_data: the data's standard deviation (scales the network's input, as EDM's c_in).
       rho: exponent of the EDM Heun sampler's grid (its `rho` option overrides it).
     """
