@@ -20,11 +20,13 @@ from genjax.nets.concatsquash import ConcatSquashMLP
 from genjax.nets.mlp import TimeConditionedMLP
 from genjax.objectives.maximum_likelihood import cnf_maximum_likelihood_loss
 from genjax.objectives.flow_matching import conditional_flow_matching_loss
+from genjax.objectives.poisson_field import poisson_field_loss
 from genjax.objectives.score_matching import denoising_score_matching_loss
-from genjax.nets.preconditioning import edm_denoiser
+from genjax.nets.preconditioning import c_in, c_noise, edm_denoiser
 from genjax.processes.cnf import ContinuousNormalizingFlow
 from genjax.processes.edm import EDMProcess
 from genjax.processes.flow_matching import FlowMatchingPath
+from genjax.processes.pfgm import PFGMProcess
 from genjax.processes.pfgmpp import PFGMPPProcess
 from genjax.processes.subvp import SubVPSDE
 from genjax.processes.ve import VESDE
@@ -93,6 +95,7 @@ PROCESSES: Mapping[str, type] = {
     "pfgmpp": PFGMPPProcess,
     "flow_matching": FlowMatchingPath,
     "cnf": ContinuousNormalizingFlow,
+    "pfgm": PFGMProcess,
 }
 
 
@@ -111,6 +114,19 @@ def _edm_preconditioned(process, network_fn):
     return Model(edm_denoiser(network_fn, sigma_of_t, sigma_data, scale_of_t=scale_of_t), "denoised")
 
 
+def _poisson_field_preconditioned(process, network_fn):
+    """PFGM's field model (Xu et al. 2022): the raw network's output is the normalised (N+1)-vector
+    field; its input is scaled as EDM's, F(c_in(sigma) x, c_noise(sigma)) with sigma = z (Karras et
+    al. 2022, Table 1), so the same network serves EDM, PFGM++ and PFGM."""
+    sigma_data = getattr(process, "sigma_data", 0.5)
+
+    def field_fn(x, t):
+        sigma = sigma_tilde_from_coefficients(*process.marginal_coefficients(t))
+        return network_fn(c_in(sigma, sigma_data) * x, c_noise(sigma))
+
+    return Model(field_fn, "poisson_field")
+
+
 # What the network's output means: (process, per-example network fn) -> `views.Model`, whose
 # views (score, denoised, velocity) the samplers, the likelihood and the objectives ask for.
 # An output read by a formula of `views.OUTPUT_KINDS` is one entry here.
@@ -120,6 +136,7 @@ PARAMETRIZATIONS: Mapping[str, Callable] = {
     "denoised": lambda process, fn: Model(fn, "denoised"),
     "velocity": lambda process, fn: Model(fn, "velocity"),
     "edm": _edm_preconditioned,
+    "poisson_field": _poisson_field_preconditioned,
 }
 
 NETWORKS: Mapping[str, type] = {
@@ -133,6 +150,7 @@ OBJECTIVES: Mapping[str, Callable] = {
     "dsm": denoising_score_matching_loss,
     "cfm": conditional_flow_matching_loss,
     "cnf_mle": cnf_maximum_likelihood_loss,
+    "poisson_field": poisson_field_loss,
 }
 
 # Each sampler: (process, model, key, num_samples, shape, **kwargs) -> SampleResult.

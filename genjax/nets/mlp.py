@@ -1,6 +1,7 @@
 """Time-conditioned MLP for low-dimensional data (the 2-D toy sets).
 
-The network maps (x [B, D], t [B]) to an output of x's shape. It knows nothing about the
+The network maps (x [B, D], t [B]) to an output of x's shape (or [B, output_dim]: PFGM's
+normalised field has D + 1 components). It knows nothing about the
 process: what the output means (noise, score, velocity) is decided by the objective, and
 the time argument is whatever scalar the process conditions on.
 """
@@ -29,6 +30,7 @@ class TimeConditionedMLP(nn.Module):
       embedding_dim: width of the time features.
       time_scale: t is multiplied by this before the embedding (1000 maps t in [0, 1] onto
         the range the sinusoidal frequencies resolve, as DDPM's integer steps do).
+      output_dim: width of the output; None (the default) gives x's width D.
     """
 
     hidden_dim: int = 256
@@ -36,6 +38,7 @@ class TimeConditionedMLP(nn.Module):
     embedding: str = "sinusoidal"
     embedding_dim: int = 64
     time_scale: float = 1000.0
+    output_dim: int | None = None
 
     def __post_init__(self):
         if not (isinstance(self.hidden_dim, int) and self.hidden_dim >= 1):
@@ -48,6 +51,8 @@ class TimeConditionedMLP(nn.Module):
             raise ValueError(f"embedding_dim={self.embedding_dim!r} must be a positive even integer")
         if not (0.0 < self.time_scale < float("inf")):
             raise ValueError(f"time_scale={self.time_scale!r} must be positive and finite")
+        if self.output_dim is not None and not (isinstance(self.output_dim, int) and self.output_dim >= 1):
+            raise ValueError(f"output_dim={self.output_dim!r} must be a positive integer or None (the data's width)")
         super().__post_init__()
 
     @nn.compact
@@ -65,5 +70,6 @@ class TimeConditionedMLP(nn.Module):
         for _ in range(self.num_layers):
             residual = nn.Dense(self.hidden_dim)(nn.silu(h)) + nn.Dense(self.hidden_dim)(nn.silu(emb))
             h = h + nn.Dense(self.hidden_dim)(nn.silu(residual))
-        out = nn.Dense(data_dim, kernel_init=nn.initializers.zeros)(nn.silu(h))
-        return out.reshape(*batch_shape, data_dim)
+        out_dim = data_dim if self.output_dim is None else self.output_dim
+        out = nn.Dense(out_dim, kernel_init=nn.initializers.zeros)(nn.silu(h))
+        return out.reshape(*batch_shape, out_dim)

@@ -95,6 +95,19 @@ class NoScoreError(ValueError):
     """The model has no score view (a velocity on a path that is not a score's probability flow)."""
 
 
+def velocity_from_poisson_field(process, x: jax.Array, t: jax.Array, field: jax.Array) -> jax.Array:
+    """PFGM's (Xu et al. 2022) normalised field (x, z) -> [N + 1] at z = t read as the velocity
+    dx/dz = E_x / E_z (`process.velocity_from_normalised_field`, genjax/processes/pfgm.py). As a
+    score (`score_from_velocity`; PFGM's f = 0, g^2 = 2 z) it is s = -(E_x / E_z) / z =
+    (E[y | x, z] - x) / z^2, a pseudo-score as PFGM++'s."""
+    if field.shape != (x.size + 1,):
+        raise ValueError(
+            f"a Poisson-field model must output x.size + 1 = {x.size + 1} numbers per example, got shape "
+            f"{field.shape}; set the network's output_dim to {x.size + 1}"
+        )
+    return process.velocity_from_normalised_field(field, t).reshape(x.shape)
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputKind:
     """How to read an output y at (x, t) of `process`. Every kind has a score only on a path
@@ -120,6 +133,10 @@ OUTPUT_KINDS: Mapping[str, OutputKind] = {
     "velocity": OutputKind(
         to_score=lambda process, x, t, y: score_from_velocity(process, x, t, y),
         to_velocity=lambda process, x, t, y: y,
+    ),
+    "poisson_field": OutputKind(
+        to_score=lambda process, x, t, y: score_from_velocity(process, x, t, velocity_from_poisson_field(process, x, t, y)),
+        to_velocity=lambda process, x, t, y: velocity_from_poisson_field(process, x, t, y),
     ),
 }
 
