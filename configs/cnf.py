@@ -15,9 +15,11 @@ through the solver (objectives/maximum_likelihood.py says why that is the defaul
 weights are evaluated (ema_decay = 0, as FFJORD); sampling and the NLL run the same ODE with the
 adaptive solver. The entropy of eight_gaussians is 2.8316 nats (docs/cnf_toy), the NLL floor.
 
-Measured numbers: see the README's configs table (`python -m experiments.main
---config=configs/cnf.py --workdir=DIR`), and docs/cnf_toy for NLL against wall time
-(`python -m experiments.cnf_toy --workdir=DIR`).
+Measured with the command above on 2 CPU cores (lightly shared): 3000 steps at 11 steps/s,
+276 s in all with the evaluation; probability-flow samples SWD 0.059 (noise floor 0.039, prior
+1.09), MMD 6e-4, 47 NFE; held-out NLL 1.4286 +- 0.0111 nats/dim (2.857 nats per point; the
+entropy 1.4158 nats/dim is the floor), 72 NFE per point. docs/cnf_toy has NLL against wall
+time (`python -m experiments.cnf_toy --workdir=DIR`).
 """
 import ml_collections
 
