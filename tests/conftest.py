@@ -31,3 +31,46 @@ def pytest_sessionfinish(session):
     """The controlling process (not an xdist worker) removes the run's cache."""
     if not hasattr(session.config, "workerinput"):
         shutil.rmtree(COMPILATION_CACHE_DIR, ignore_errors=True)
+
+
+# Checks the default run leaves to the slow set because a cheaper sibling stays in it (named
+# after each): they run in CI with `pytest -m slow`.
+SLOW_SIBLINGS = {
+    "tests/test_cli.py::test_evaluate_in_a_fresh_process",  # evaluate() through gs:// in test_run_lifecycle
+    "tests/test_cli.py::test_diverging_run_exits_non_zero_and_keeps_the_checkpoint",  # test_checkpoint's divergence
+    "tests/test_run_lifecycle.py::test_raising_num_steps_on_a_cosine_schedule_is_refused_unless_allowed",  # test_cli
+    "tests/stochastic/test_time_reversal.py::test_reverse_sde_with_exact_score_recovers_p0_and_without_does_not",
+    "tests/stochastic/test_time_reversal.py::test_grid_score_from_fokker_planck_matches_exact_mixture_score",
+    "tests/stochastic/test_experiment.py::test_entrypoint_runs_cheap_studies",
+    "tests/stochastic/test_sde_solvers.py::test_stratonovich_solver_needs_the_drift_correction",
+    "tests/stochastic/test_fokker_planck.py::test_double_well_density_matches_histogram_of_simulated_paths",
+    "tests/stochastic/test_kolmogorov_backward.py::test_backward_pde_matches_feynman_kac_monte_carlo",
+    "tests/test_pfgmpp.py::test_large_d_gives_edm_samples_from_the_same_prior_draws",
+    "tests/test_pfgmpp.py::test_kernel_approaches_the_gaussian_as_d_grows",  # the radial-law KS tests
+    "tests/test_pfgm.py::test_config_builds_and_the_network_outputs_the_extra_component",  # shipped-config check
+    "tests/test_sampler_zoo.py::test_converges_to_probability_flow[ddim]",  # [edm]
+    "tests/test_sampler_zoo.py::test_sample_set_does_not_depend_on_batching[edm+churn]",  # [ancestral], [ddim_eta1]
+    "tests/test_sampler_zoo.py::test_sample_set_does_not_depend_on_batching[rd+langevin]",
+    "tests/test_sampler_zoo.py::test_batch_rule_averages_over_the_mesh",
+    "tests/test_score_matching.py::test_every_process_trains_through_the_engine[ve-noise-sigma_squared]",  # [edm-...]
+    "tests/test_score_matching.py::test_every_process_trains_through_the_engine[subvp-noise-likelihood]",
+    "tests/test_score_matching.py::test_training_drives_the_loss_down",
+    "tests/test_sharding.py::test_several_steps_per_dispatch_equal_the_plain_steps",
+    "tests/test_sharding.py::test_tensor_sharded_state_trains_like_one_device[2-2-2]",
+    "tests/test_likelihood.py::test_result_does_not_depend_on_batch_composition",  # the samplers' batching tests
+    "tests/test_flow_matching.py::test_cfm_is_minimised_by_the_marginal_velocity[vp]",  # [linear]
+    "tests/test_flow_matching.py::test_hutchinson_log_density_within_its_standard_error",  # exact trace; test_cnf
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    found = set()
+    for item in items:
+        if item.nodeid in SLOW_SIBLINGS:
+            item.add_marker(pytest.mark.slow)
+            found.add(item.nodeid)
+    missing = SLOW_SIBLINGS - found
+    if missing and not config.getoption("keyword") and not config.args_source.name == "ARGS":
+        raise pytest.UsageError(f"tests/conftest.py SLOW_SIBLINGS names tests that do not exist: {sorted(missing)}")
