@@ -287,7 +287,7 @@ def test_probability_flow_satisfies_continuity_equation(name):
     """Along x'(t) = v(x, t), d/dt log p_t(x(t)) = d_t log p_t + v . grad log p_t = -div v."""
     process = PROCESSES[name]
     log_prob = perturbed_log_prob_fn(MIXTURE, process)
-    velocity = views.velocity_fn_from_score_fn(process, perturbed_score_fn(MIXTURE, process))
+    velocity = views.velocity_fn(process, perturbed_score_fn(MIXTURE, process))
 
     @jax.jit
     def residual(x, t):

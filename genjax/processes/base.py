@@ -103,9 +103,7 @@ class DiffusionProcess(abc.ABC):
         Song et al. (2021) for VP and sub-VP, which for VE (sigma geometric in t) is the
         geometric noise grid of SMLD (Karras et al. 2022, Table 1, "time steps" rows).
         A formulation with a better grid overrides this (EDM: rho-spaced sigma)."""
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        return jnp.linspace(self.t_max, self.t_min_sample, num_steps + 1, dtype=jnp.float32)
+        return uniform_time_grid(self.t_max, self.t_min_sample, num_steps)
 
     # --- training-time distribution ---------------------------------------------------------
     def sample_training_time(self, key: jax.Array) -> jax.Array:
@@ -121,6 +119,13 @@ class DiffusionProcess(abc.ABC):
     def probability_flow_drift(self, x: jax.Array, t: jax.Array, score: jax.Array) -> jax.Array:
         """Velocity of the probability-flow ODE, f - g^2 score / 2 (Song et al. eq. 13)."""
         return self.drift(x, t) - 0.5 * self.diffusion(t) ** 2 * score
+
+
+def uniform_time_grid(t_max: float, t_min: float, num_steps: int) -> jax.Array:
+    """The N + 1 times t_max = t_0 > ... > t_N = t_min, uniform (float32), N = num_steps >= 1."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    return jnp.linspace(t_max, t_min, num_steps + 1, dtype=jnp.float32)
 
 
 def require(condition, message: str) -> None:

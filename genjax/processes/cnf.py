@@ -19,9 +19,8 @@ import math
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 
-from genjax.processes.base import require, standard_normal_log_prob
+from genjax.processes.base import require, standard_normal_log_prob, uniform_time_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +49,4 @@ class ContinuousNormalizingFlow:
 
     def time_grid(self, num_steps: int) -> jax.Array:
         """T = t_0 > ... > t_N = t_min_sample, uniform (for fixed-step ODE solvers)."""
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        return jnp.linspace(self.t_max, self.t_min_sample, num_steps + 1, dtype=jnp.float32)
+        return uniform_time_grid(self.t_max, self.t_min_sample, num_steps)

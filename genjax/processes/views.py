@@ -23,6 +23,8 @@ Output kinds (`OUTPUT_KINDS`; a new kind is one entry there):
   "score", "noise", "denoised": read as a score; the velocity is its probability flow.
   "velocity": the velocity itself (flow matching, CNFs); its score is 2 (f - v) / g^2 (the
       inverse of the probability flow).
+  "poisson_field": PFGM's normalised (N+1)-vector field, read as the velocity E_x / E_z
+      (`velocity_from_poisson_field`) and, through it, as a pseudo-score.
 Scores exist only where the process says its velocity is the probability flow of a score
 (`process.has_score`, True unless set: diffusion, PFGM++'s pseudo-score, flow matching with
 the independent coupling; not a flow-matching path with an optimal-transport coupling, whose
@@ -30,8 +32,8 @@ p_t is not a Gaussian blur of the data, nor a CNF). On such a path only a veloci
 meaningful, and every other kind is refused.
 
 Who asks for what: the ODE samplers and the likelihood ask for `velocity_fn`; stochastic
-samplers, DDIM, EDM's Heun sampler and denoising score matching ask for `score_fn` or
-`denoised_fn`, which refuse, with one line, a model that has no score. Anywhere a model is
+samplers, DDIM, EDM's Heun sampler and denoising score matching ask for `score_fn`, which
+refuses, with one line, a model that has no score. Anywhere a model is
 taken, a bare per-example function is read as a score model (`as_model`), so an exact
 score from an oracle is passed as it is.
 """
@@ -207,16 +209,6 @@ def score_fn(process, model) -> PerExampleFn:
     return score
 
 
-def denoised_fn(process, model) -> PerExampleFn:
-    """The per-example posterior mean (x, t) -> E[x_0 | x_t = x] (Tweedie, from the score)."""
-    score = score_fn(process, model)
-
-    def denoised(x, t):
-        return denoised_from_score(x, score(x, t), *process.marginal_coefficients(t))
-
-    return denoised
-
-
 def velocity_fn(process, model) -> PerExampleFn:
     """The per-example ODE velocity (x, t) -> v: the output itself for a velocity model,
     the probability flow of the score for every other kind."""
@@ -244,11 +236,6 @@ def coefficient_rates(process, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.
 
 
 # --- kept for callers that hold an output function and its kind -----------------------------
-def velocity_fn_from_score_fn(process, score: PerExampleFn) -> PerExampleFn:
-    """The per-example probability-flow velocity (x, t) -> v of a per-example score."""
-    return velocity_fn(process, Model(score, "score"))
-
-
 def score_fn_from_output(process, output_fn: PerExampleFn, output_kind: str) -> PerExampleFn:
     """The score of a per-example network output (x, t) -> y of the given kind."""
     return score_fn(process, Model(output_fn, output_kind))
