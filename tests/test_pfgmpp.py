@@ -208,10 +208,11 @@ def test_likelihood_check_rejects_a_misweighted_field():
 
 
 # --- 5. the objective -----------------------------------------------------------------------
-def objective_excess(process, denoiser, delta, num_keys=16, batch=8192):
-    """DSM(denoiser + delta) - DSM(denoiser) with the EDM weighting, on common random numbers."""
-    base_score = score_fn_from_output(process, denoiser, "denoised")
-    shifted = score_fn_from_output(process, lambda x, t: denoiser(x, t) + delta, "denoised")
+def paired_dsm_difference(process, first, second, seed, num_keys=16, batch=8192):
+    """DSM(first) - DSM(second) of two denoisers with the EDM weighting, on common random
+    numbers: num_keys independent batches, one difference each."""
+    first_score = score_fn_from_output(process, first, "denoised")
+    second_score = score_fn_from_output(process, second, "denoised")
 
     @jax.vmap
     def difference(key):
@@ -219,9 +220,14 @@ def objective_excess(process, denoiser, delta, num_keys=16, batch=8192):
         x0 = POINTS.sample(key_data, batch)
         keys = jax.random.split(key_loss, batch)
         loss = lambda s: denoising_score_matching_loss(s, process, x0, keys, weighting="edm")
-        return loss(shifted) - loss(base_score)
+        return loss(first_score) - loss(second_score)
 
-    return np.asarray(difference(jax.random.split(jax.random.key(6), num_keys)), np.float64)
+    return np.asarray(difference(jax.random.split(jax.random.key(seed), num_keys)), np.float64)
+
+
+def objective_excess(process, denoiser, delta):
+    """DSM(denoiser + delta) - DSM(denoiser)."""
+    return paired_dsm_difference(process, lambda x, t: denoiser(x, t) + delta, denoiser, seed=6)
 
 
 def expected_excess(process, delta):
@@ -240,21 +246,11 @@ def test_objective_is_minimised_by_the_exact_posterior_mean(d):
     assert abs(excess.mean() - expected_excess(process, delta)) < 4 * se, (excess.mean(), se)
 
 
-def antisymmetric_difference(process, denoiser, shift, num_keys=16, batch=8192):
+def antisymmetric_difference(process, denoiser, shift):
     """DSM(D + h) - DSM(D - h) = 4 E[lambda (D(x_t) - x_0) . h(x_t)] / N, zero for every h
-    exactly when D is the posterior mean E[x_0 | x_t] (common random numbers)."""
-    plus = score_fn_from_output(process, lambda x, t: denoiser(x, t) + shift(x), "denoised")
-    minus = score_fn_from_output(process, lambda x, t: denoiser(x, t) - shift(x), "denoised")
-
-    @jax.vmap
-    def difference(key):
-        key_data, key_loss = jax.random.split(key)
-        x0 = POINTS.sample(key_data, batch)
-        keys = jax.random.split(key_loss, batch)
-        loss = lambda s: denoising_score_matching_loss(s, process, x0, keys, weighting="edm")
-        return loss(plus) - loss(minus)
-
-    return np.asarray(difference(jax.random.split(jax.random.key(7), num_keys)), np.float64)
+    exactly when D is the posterior mean E[x_0 | x_t]."""
+    return paired_dsm_difference(process, lambda x, t: denoiser(x, t) + shift(x),
+                                 lambda x, t: denoiser(x, t) - shift(x), seed=7)
 
 
 def linear_shift(x):
