@@ -12,12 +12,15 @@ the system's temporary directory under the run's id and is removed at the end.
 import os
 import shutil
 import tempfile
+import uuid
 
 os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 
-_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"single-{os.getpid()}"
+# The controlling process names the run before it starts its xdist workers, which inherit the
+# name through the environment (xdist's own run id is not known to the controller this early).
+_RUN_ID = os.environ.setdefault("GENJAX_TEST_RUN_ID", uuid.uuid4().hex)
 COMPILATION_CACHE_DIR = os.path.join(tempfile.gettempdir(), f"genjax-test-compilation-cache-{_RUN_ID}")
 os.environ.update(JAX_COMPILATION_CACHE_DIR=COMPILATION_CACHE_DIR, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
@@ -25,6 +28,20 @@ os.environ.update(JAX_COMPILATION_CACHE_DIR=COMPILATION_CACHE_DIR, JAX_PERSISTEN
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
+
+
+# The default run compiles with LLVM's optimisation off: its tests run many small programs once
+# each, so compiling dominates and runs faster (the same tests in about two thirds of the time);
+# the results differ from the optimised build's only in float rounding. The slow set (long
+# statistical runs, where execution dominates) compiles as users do.
+FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+
+
+def pytest_configure(config):
+    """Before any test touches the backend (and before xdist starts its workers)."""
+    default_run = config.getoption("markexpr") == "not slow"
+    if default_run and FAST_COMPILE_FLAG not in os.environ["XLA_FLAGS"]:
+        os.environ["XLA_FLAGS"] += f" {FAST_COMPILE_FLAG}"
 
 
 def pytest_sessionfinish(session):

@@ -10,13 +10,14 @@ import sys
 import numpy as np
 import pytest
 
+from tests.subprocess_env import cpu_environment
 from tests.tiny_config import tiny_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_main(workdir, *args, devices=1, steps=20):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    env = cpu_environment(devices)
     command = [sys.executable, "-m", "experiments.main", "--config=configs/base.py", f"--workdir={workdir}",
                *tiny_overrides(num_steps=steps), *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -230,7 +231,7 @@ def test_sigterm_saves_a_checkpoint_and_the_next_start_resumes(tmp_path):
     import time
 
     workdir = str(tmp_path)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    env = cpu_environment(1)
     command = [sys.executable, "-m", "experiments.main", "--config=configs/base.py", f"--workdir={workdir}",
                *tiny_overrides(num_steps=1_000_000, checkpoint_every=1_000_000)]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -10,6 +10,7 @@ import pytest
 from genjax import factory
 from genjax.experiment import build_experiment
 from genjax.factory import ConfigError
+from tests.subprocess_env import cpu_environment
 from tests.tiny_config import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,7 +164,7 @@ CLI_BAD_VALUES = [
 @pytest.mark.parametrize("override, expected", CLI_BAD_VALUES, ids=[o for o, _ in CLI_BAD_VALUES])
 def test_bad_value_on_the_command_line_exits_2_before_writing(tmp_path, override, expected):
     workdir = tmp_path / "run"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    env = cpu_environment(1)
     command = [sys.executable, "-m", "experiments.main", "--config=configs/default.py", f"--workdir={workdir}",
                override]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -37,6 +37,7 @@ import pytest
 from genjax import checkpoint
 from genjax.experiment import build_experiment
 from tests.test_checkpoint import assert_trees_equal
+from tests.subprocess_env import cpu_environment
 from tests.tiny_config import tiny_config, tiny_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,8 +58,7 @@ class Run:
     """One `experiments.main` training process; its console lines are collected as they come."""
 
     def __init__(self, workdir: str, log_path, cache_dir: str):
-        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
-                   JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+        env = cpu_environment(1, JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
         command = [sys.executable, "-m", "experiments.main", "--config=configs/base.py", f"--workdir={workdir}",
                    *tiny_overrides(**SETTINGS), *EXTRA]
         self.workdir = workdir

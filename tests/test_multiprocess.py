@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.subprocess_env import cpu_environment
 from tests.tiny_config import tiny_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,8 +19,7 @@ COMMON = ["--config.training.log_every=1", "--config.evaluate.samplers=euler_mar
 
 
 def environment(devices_per_process):
-    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
-                JAX_PLATFORMS="cpu", PYTHON=sys.executable)
+    return cpu_environment(devices_per_process, PYTHON=sys.executable)
 
 
 def run_single(workdir, steps, devices=4):
