@@ -8,8 +8,9 @@ builder prepares the same folders to array_record instead, so tfds.data_source r
 
 Labels are the class directory names in sorted order (the union over splits), so label i
 is `info.features["label"].names[i]`. Images (any format Pillow opens) are converted to
-RGB (channels=3) or grey (channels=1) and stored as PNG at their own size; a stream that
-batches images of different sizes needs a `resolution` to crop and resize them to.
+RGB (channels=3) or grey (channels=1) and stored as PNG at their own size. The image
+feature's shape is (H, W, C) when all share one size, else (None, None, C): a stream then
+needs a `resolution` to crop and resize them to.
 
 The prepared copy lives in data_dir/image_folder/<folder name>-<hash>/1.0.0, the hash taken
 over the file listing (names, sizes, modification times) and the channel count: a changed
@@ -72,6 +73,19 @@ def folder_fingerprint(splits: dict[str, list[tuple[str, str]]], channels: int) 
     return digest.hexdigest()[:12]
 
 
+def common_size(splits: dict[str, list[tuple[str, str]]]) -> tuple:
+    """(H, W) shared by every image (read from the headers), or (None, None)."""
+    sizes = set()
+    for files in splits.values():
+        for path, _ in files:
+            with Image.open(path) as image:
+                sizes.add(image.size)
+            if len(sizes) > 1:
+                return (None, None)
+    (width, height), = sizes
+    return (height, width)
+
+
 def encode_png(path: str, channels: int) -> bytes:
     buffer = io.BytesIO()
     with Image.open(path) as image:
@@ -92,6 +106,7 @@ class ImageFolder(LocalBuilder, skip_registration=True):
         self._root_dir = os.path.abspath(os.path.expanduser(root_dir))
         self._channels = channels
         self._splits = scan_folder(self._root_dir)
+        self._size = common_size(self._splits)
         self._labels = sorted({label for files in self._splits.values() for _, label in files})
         folder_name = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(self._root_dir).lower()).strip("_") or "folder"
         config = tfds.core.BuilderConfig(name=f"{folder_name}-{folder_fingerprint(self._splits, channels)}")
@@ -102,7 +117,7 @@ class ImageFolder(LocalBuilder, skip_registration=True):
             builder=self,
             description=f"Images of {self._root_dir}, one class per subdirectory.",
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, self._channels), dtype=np.uint8,
+                "image": tfds.features.Image(shape=(*self._size, self._channels), dtype=np.uint8,
                                              encoding_format="png"),
                 "label": tfds.features.ClassLabel(names=self._labels),
                 "file_name": tfds.features.Text(),
