@@ -2,6 +2,7 @@
 and ImageStream's contract (batch dict, per-process shares, exact resume, epoch reshuffle,
 flips), plus the one-line error for a dataset that is not prepared."""
 import json
+import shutil
 import sys
 
 import ml_collections
@@ -182,6 +183,16 @@ def test_missing_dataset_names_the_command_that_prepares_it(tmp_path):
     assert f"tfds build cifar10 --file_format=array_record --data_dir={tmp_path}" in message
     with pytest.raises(factory.ConfigError, match=r"^data.tfds_name='cifr10' is not a tfds dataset; Did you mean"):
         open_tfds("cifr10", "train", str(tmp_path))
+
+
+def test_dataset_prepared_as_tfrecord_is_named_as_such(digits_dir, tmp_path):
+    shutil.copytree(f"{digits_dir}/sklearn_digits", tmp_path / "sklearn_digits")
+    info = tmp_path / "sklearn_digits" / "1.0.0" / "dataset_info.json"
+    info.write_text(info.read_text().replace('"fileFormat": "array_record"', '"fileFormat": "tfrecord"'))
+    with pytest.raises(factory.ConfigError, match=r"^data.tfds_name='sklearn_digits' is prepared in .* as tfrecord, "
+                                                  r"which has no random access; .*--file_format=array_record"):
+        open_tfds("sklearn_digits", "train", str(tmp_path))
+    assert open_tfds("sklearn_digits", "train", digits_dir).num_examples == 1437  # read back as array_record
 
 
 def test_unknown_split_and_feature_are_config_errors(digits_dir):

@@ -37,7 +37,7 @@ class ImageSource:
     """One split of a prepared dataset: random-access records and what a stream needs to
     know about them. `identity` names the dataset, version and split (checked on resume)."""
 
-    records: Sequence[dict[str, Any]]
+    records: Sequence[dict[str, Any]] = dataclasses.field(repr=False)  # (grain logs reprs)
     identity: str
     image_shape: tuple  # (H, W, C); H and W are None when images differ in size
     num_classes: int | None  # None when the label feature is not a class label
