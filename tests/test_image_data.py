@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from absl import flags
 from PIL import Image
 
 from genjax import factory
@@ -252,3 +253,18 @@ def test_image_folder_without_class_subdirectories_is_a_config_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(factory.ConfigError, match=r"^data.folder=.*has no images in class subdirectories"):
         open_folder(str(tmp_path / "empty"), "train", str(tmp_path / "tfds"))
+
+
+@pytest.mark.slow
+def test_worker_processes_read_the_same_batches(digits_dir):
+    if not flags.FLAGS.is_parsed():  # grain reads its absl flags (experiments run under app.run)
+        flags.FLAGS.mark_as_parsed()
+    stream = ImageStream(open_digits("train", digits_dir), 64, seed=6, random_flip=True)
+    iterator = stream.batches(20, num_workers=2)
+    try:
+        for step in range(20, 26):
+            batch = next(iterator)
+            for name in ("x", "label"):
+                np.testing.assert_array_equal(batch[name], stream.local_batch(step)[name])
+    finally:
+        iterator.close()

@@ -101,13 +101,19 @@ class ImageStream:
             batch["label"] = np.array([record[self.label_key] for record in records], dtype=np.int32)
         return batch
 
-    def batches(self, start_step: int, *, num_threads: int = 2, prefetch: int = 4) -> Iterator[dict[str, np.ndarray]]:
+    def batches(self, start_step: int, *, num_threads: int = 2, prefetch: int = 4,
+                num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """local_batch(start_step), local_batch(start_step + 1), ... read ahead by
-        `num_threads` grain threads keeping up to `prefetch` batches ready (the same
-        batches as calling local_batch step by step)."""
+        `num_threads` grain threads keeping up to `prefetch` batches ready; with
+        `num_workers` > 0, in that many grain worker processes instead (decoding is bound by
+        the GIL; workers start in seconds, need absl flags parsed and a __main__ guard).
+        The same batches as calling local_batch step by step."""
         steps = grain.MapDataset.range(int(start_step), sys.maxsize).map(self.local_batch)
-        options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
-        return iter(steps.to_iter_dataset(options))
+        dataset = steps.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
+        if num_workers:
+            dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                                       per_worker_buffer_size=prefetch))
+        return iter(dataset)
 
     def state(self, step: int) -> dict:
         """What a checkpoint records (JSON) to continue the stream and to check, on resume,
