@@ -30,7 +30,6 @@ from genjax.data.images import transforms
 from genjax.data.images.sources import ImageSource
 
 
-
 def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
     """The order of the examples in `epoch` (ArrayStream's formula; seed taken mod 2**64)."""
     return np.random.default_rng([seed % 2**64, epoch]).permutation(num_examples)
