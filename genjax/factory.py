@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 from genjax.data import toy
 from genjax.data.checkerboard_oracle import perturbed_checkerboard_log_prob_fn, perturbed_checkerboard_score_fn
 from genjax.data.gaussian_mixture import perturbed_log_prob_fn, perturbed_score_fn
+from genjax.data.images import datasets as image_datasets
 from genjax.nets.concatsquash import ConcatSquashMLP
 from genjax.nets.mlp import TimeConditionedMLP
 from genjax.objectives.maximum_likelihood import cnf_maximum_likelihood_loss
@@ -64,7 +65,8 @@ def option_error(section: str, options: Mapping[str, Any], error: Exception) -> 
     return ConfigError(f"{section}: {message}")
 
 
-# Each dataset: (key, num) -> [num, 2] float32, deterministic in the key.
+# Each dataset: (key, num) -> [num, 2] float32, deterministic in the key; or an
+# image_datasets.ImageDataset, which builds a batch stream from config.data's fields.
 DATASETS: Mapping[str, Callable] = {
     "checkerboard": toy.checkerboard,
     "eight_gaussians": toy.eight_gaussians,
@@ -74,6 +76,9 @@ DATASETS: Mapping[str, Callable] = {
     "pinwheel": toy.pinwheel,
     "two_spirals": toy.two_spirals,
     "gaussian_mixture": toy.gaussian_mixture,
+    "digits": image_datasets.DIGITS,
+    "tfds": image_datasets.TFDS,
+    "image_folder": image_datasets.IMAGE_FOLDER,
 }
 
 # Datasets whose diffused density is known in closed form: name -> (process -> exact score
