@@ -293,10 +293,10 @@ def test_a_class_conditional_run_trains_and_samples_by_label(labelled_dataset):
     loss = jax.jit(experiment.loss_fn)
     flipped = {"x": batch["x"], "label": 1 - batch["label"]}
     assert abs(float(loss(params, batch, keys) - loss(params, flipped, keys))) > 1e-4
-    # Sampling on the 2-device mesh gives sample i its label, by default class i % 2, as one
+    # Sampling on the 2-device mesh (3 + 2 samples, one padded) gives sample i its label, as one
     # direct call with those labels does.
-    drawn = draw(experiment, params, "euler_maruyama", 5)
-    condition = jnp.array([0, 1, 0, 1, 0], jnp.int32)
+    condition = jnp.array([1, 1, 0, 1, 0], jnp.int32)
+    drawn = draw(experiment, params, "euler_maruyama", 5, condition=np.asarray(condition))
     sampler = factory.build_sampler(config, "euler_maruyama")
     direct = jax.jit(lambda key: sampler(experiment.process, experiment.model(params), key, 5, (D,),
                                          condition=condition).samples)(derive_key(config.seed, "sample"))
