@@ -65,7 +65,7 @@ def _check_number(config, path: str, ok: Callable[[float], bool], requirement: s
 def _check_fields(config) -> None:
     """Range checks of the scalar fields that no constructor checks."""
     for path in ("training.num_steps", "evaluate.nll_num_points", "optimizer.warmup_steps",
-                 "sharding.fsdp_min_size"):
+                 "sharding.fsdp_min_size", "model.num_classes"):
         _positive_int(config, path, allow_zero=True)
     for path in ("training.batch_size", "training.log_every", "training.sync_every", "training.checkpoint_every",
                  "training.keep_checkpoints", "training.grad_accum_steps", "training.steps_per_dispatch",
@@ -90,7 +90,7 @@ class _ScoreCalled(Exception):
     """Ends an abstract trace at its first network evaluation (`_check_by_tracing`)."""
 
 
-def _stand_in_score(x, t):
+def _stand_in_score(x, t, condition=None, *, dropout_key=None, train=False):
     raise _ScoreCalled
 
 
@@ -116,17 +116,19 @@ def _check_options_by_tracing(config, process, objective, data_shape: tuple[int,
     of the objective, and of the likelihood (when evaluate.nll_num_points > 0)."""
     key = jax.random.key(0)
     example = jnp.zeros((1,) + data_shape, jnp.float32)
+    condition = jnp.zeros((1,), jnp.int32) if config.model.num_classes else None
+    batch = {"x": example} if condition is None else {"x": example, "label": condition}
     model = _stand_in_model(config, process)
     for name in dict.fromkeys([config.sampling.sampler, *evaluation_samplers(config)]):
         sampler = factory.build_sampler(config, name)
         _check_by_tracing(f"samplers.{name}", config.samplers.get(name, {}),
-                          lambda: sampler(process, model, key, 1, data_shape))
+                          lambda: sampler(process, model, key, 1, data_shape, condition=condition))
     _check_by_tracing("objective.kwargs", config.objective.kwargs,
-                      lambda: objective(model, process, example, jax.random.split(key, 1)))
+                      lambda: objective(model, process, batch, jax.random.split(key, 1)))
     if config.evaluate.nll_num_points:
         options = dict(config.evaluate.likelihood)
         _check_by_tracing("evaluate.likelihood", options,
-                          lambda: log_likelihood(process, model, example, key, **options))
+                          lambda: log_likelihood(process, model, example, key, condition=condition, **options))
 
 
 def evaluation_samplers(config) -> list[str]:
@@ -148,26 +150,37 @@ class Experiment:
     data_shape: tuple[int, ...]
 
     # --- the model as functions -----------------------------------------------------------
+    @property
+    def conditional(self) -> bool:
+        """Whether the network takes the data's labels (config.model.num_classes > 0)."""
+        return self.config.model.num_classes > 0
+
     def model(self, params) -> views.Model:
         """The network with `params` as a `views.Model` (its output read as config.model.output
-        says): samplers, the likelihood and the objective ask it for the view they need."""
+        says): samplers, the likelihood and the objective ask it for the view they need. The
+        network is called batched, as the network contract says (dropout only in train mode)."""
 
-        def network_fn(x, t):
-            return self.network.apply(params, x[None], t[None])[0]
+        def network_fn(x, t, condition=None, *, dropout_key=None, train=False):
+            rngs = None if dropout_key is None else {"dropout": dropout_key}
+            return self.network.apply(params, x, t, condition, train=train, rngs=rngs)
 
         return factory.build_model(self.config, self.process, network_fn)
 
     def score_fn(self, params) -> ScoreFn:
-        """Per-example score view (x, t) -> s of the model (`views.NoScoreError` if it has none)."""
+        """Per-example score view (x, t, condition=None) -> s of the model (`views.NoScoreError`
+        if it has none)."""
         return views.score_fn(self.process, self.model(params))
 
     def loss_fn(self, params, batch, example_keys):
+        """The objective on a batch dict {"x": [B, *shape], "label": [B] if conditional}."""
         return self.objective(self.model(params), self.process, batch, example_keys)
 
     # --- state, shardings, step -------------------------------------------------------------
     def _init_state(self) -> TrainState:
         dummy_x = jnp.zeros((1,) + self.data_shape, jnp.float32)
-        params = self.network.init(derive_key(self.config.seed, "init"), dummy_x, jnp.zeros((1,)))
+        condition = jnp.zeros((1,), jnp.int32) if self.conditional else None
+        key = derive_key(self.config.seed, "init")
+        params = self.network.init({"params": key, "dropout": key}, dummy_x, jnp.zeros((1,)), condition, train=False)
         train_key = jax.random.key_data(derive_key(self.config.seed, "train"))
         return create_train_state(params, self.optimizer, train_key)
 
@@ -204,9 +217,21 @@ class Experiment:
         return parallel.batch_sharding(self.mesh, leading=int(self.steps_per_dispatch > 1))
 
     @property
+    def batch_keys(self) -> tuple[str, ...]:
+        """The arrays of a training batch: the data, and its labels for a conditional model."""
+        return ("x", "label") if self.conditional else ("x",)
+
+    @property
     def global_batch_shape(self) -> tuple[int, ...]:
+        """Shape of the batch's "x" ([k, B, *shape] with k steps per dispatch)."""
         shape = (self.config.training.batch_size,) + self.data_shape
         return ((self.steps_per_dispatch,) + shape) if self.steps_per_dispatch > 1 else shape
+
+    def _global_shapes(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+        x_shape = self.global_batch_shape
+        leading = x_shape[: len(x_shape) - len(self.data_shape)]
+        shapes = {"x": (x_shape, jnp.float32), "label": (leading, jnp.int32)}
+        return {name: shapes[name] for name in self.batch_keys}
 
     def jitted_train_step(self):
         """train_step (or train_steps over k stacked batches) jitted with explicit in/out
@@ -225,13 +250,16 @@ class Experiment:
             donate_argnums=0,
         )
 
-    def abstract_batch(self) -> jax.ShapeDtypeStruct:
-        return jax.ShapeDtypeStruct(self.global_batch_shape, jnp.float32, sharding=self.batch_sharding)
+    def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+        return {name: jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding)
+                for name, (shape, dtype) in self._global_shapes().items()}
 
     # --- data ---------------------------------------------------------------------------------
-    def training_data(self) -> np.ndarray:
+    def training_data(self) -> dict[str, np.ndarray]:
+        """{"x": [N, *shape]} (+ "label": [N] for a conditional model), drawn from the data key."""
         key = derive_key(self.config.seed, "data")
-        return np.asarray(self.dataset_fn(key, self.config.data.num_train_examples))
+        data = as_batch(self.dataset_fn(key, self.config.data.num_train_examples))
+        return {name: np.asarray(data[name]) for name in self.batch_keys}
 
     def train_stream(self) -> ArrayStream:
         return ArrayStream(
@@ -242,17 +270,36 @@ class Experiment:
             process_count=jax.process_count(),
         )
 
-    def reference_data(self, num: int) -> np.ndarray:
-        """Fresh draws from the true distribution, independent of the training set."""
-        return np.asarray(self.dataset_fn(derive_key(self.config.seed, "reference_data"), num))
+    def reference_batch(self, num: int) -> dict[str, np.ndarray]:
+        """Fresh draws from the true distribution, independent of the training set, as a batch
+        dict (labels only for a conditional model)."""
+        data = as_batch(self.dataset_fn(derive_key(self.config.seed, "reference_data"), num))
+        return {name: np.asarray(data[name]) for name in self.batch_keys}
 
-    def global_batch(self, stream: ArrayStream, step: int) -> jax.Array:
-        """The global batch (or k stacked batches) starting at `step`, from this process's rows."""
+    def reference_data(self, num: int) -> np.ndarray:
+        """The "x" of `reference_batch`."""
+        return self.reference_batch(num)["x"]
+
+    def default_condition(self, num: int) -> np.ndarray | None:
+        """Labels for a sample set of a conditional model: class i % num_classes for sample i
+        (a class-balanced set); None for an unconditional one."""
+        return np.arange(num, dtype=np.int32) % self.config.model.num_classes if self.conditional else None
+
+    def global_batch(self, stream: ArrayStream, step: int) -> dict[str, jax.Array]:
+        """The global batch dict (or k stacked batches) starting at `step`, from this process's
+        rows; the labels only for a conditional model."""
         if self.steps_per_dispatch == 1:
             local = stream.local_batch(step)
         else:
-            local = np.stack([stream.local_batch(step + i) for i in range(self.steps_per_dispatch)])
-        return parallel.global_batch(local, self.batch_sharding, self.global_batch_shape)
+            batches = [stream.local_batch(step + i) for i in range(self.steps_per_dispatch)]
+            local = {name: np.stack([batch[name] for batch in batches]) for name in self.batch_keys}
+        return {name: parallel.global_batch(np.asarray(local[name], dtype), self.batch_sharding, shape)
+                for name, (shape, dtype) in self._global_shapes().items()}
+
+
+def as_batch(data) -> dict:
+    """A dataset's output as a batch dict: a bare array is {"x": array}."""
+    return data if isinstance(data, dict) else {"x": data}
 
 
 def build_experiment(config, devices=None) -> Experiment:
@@ -272,7 +319,7 @@ def build_experiment(config, devices=None) -> Experiment:
     for name in evaluation_samplers(config):
         factory.build_sampler(config, name)
     factory.check_kwargs(log_likelihood, config.evaluate.likelihood, "evaluate.likelihood",
-                         ("process", "model", "x", "key", "first_index", "throw", "terminal_log_prob"))
+                         ("process", "model", "x", "key", "condition", "first_index", "throw", "terminal_log_prob"))
 
     training = config.training
     k = training.steps_per_dispatch
@@ -301,7 +348,12 @@ def build_experiment(config, devices=None) -> Experiment:
 
     optimizer = make_optimizer(total_steps=training.num_steps, **factory.check_kwargs(
         make_optimizer, config.optimizer, "optimizer", ("total_steps",)))
-    data_shape = tuple(jax.eval_shape(lambda k: dataset_fn(k, 1), jax.random.key(0)).shape[1:])
+    num_classes = config.model.num_classes
+    example = as_batch(jax.eval_shape(lambda k: dataset_fn(k, 1), jax.random.key(0)))
+    if num_classes and "label" not in example:
+        raise ConfigError(f"model.num_classes={num_classes} makes the model class-conditional, and data.name="
+                          f"{config.data.name!r} has no labels; set model.num_classes=0 or use a labelled dataset")
+    data_shape = tuple(example["x"].shape[1:])
     _check_options_by_tracing(config, process, objective, data_shape)
     experiment = Experiment(config, process, network, dataset_fn, objective, optimizer, mesh, data_shape)
     try:

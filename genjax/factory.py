@@ -23,7 +23,7 @@ from genjax.objectives.maximum_likelihood import cnf_maximum_likelihood_loss
 from genjax.objectives.flow_matching import conditional_flow_matching_loss
 from genjax.objectives.poisson_field import poisson_field_loss
 from genjax.objectives.score_matching import denoising_score_matching_loss
-from genjax.nets.preconditioning import c_in, c_noise, edm_denoiser
+from genjax.nets.preconditioning import c_in, c_noise, edm_denoiser, expand_to, per_example_coefficient
 from genjax.processes.cnf import ContinuousNormalizingFlow
 from genjax.processes.edm import EDMProcess
 from genjax.processes.flow_matching import FlowMatchingPath
@@ -125,14 +125,17 @@ def _poisson_field_preconditioned(process, network_fn):
     al. 2022, Table 1), so the same network serves EDM, PFGM++ and PFGM."""
     sigma_data = getattr(process, "sigma_data", 0.5)
 
-    def field_fn(x, t):
-        sigma = sigma_tilde_from_coefficients(*process.marginal_coefficients(t))
-        return network_fn(c_in(sigma, sigma_data) * x, c_noise(sigma))
+    def sigma_of_t(t):
+        return sigma_tilde_from_coefficients(*process.marginal_coefficients(t))
+
+    def field_fn(x, t, *args, **kwargs):
+        sigma = per_example_coefficient(sigma_of_t, t)
+        return network_fn(c_in(expand_to(sigma, x), sigma_data) * x, c_noise(sigma), *args, **kwargs)
 
     return Model(field_fn, "poisson_field")
 
 
-# What the network's output means: (process, per-example network fn) -> `views.Model`, whose
+# What the network's output means: (process, batched network fn) -> `views.Model`, whose
 # views (score, denoised, velocity) the samplers, the likelihood and the objectives ask for.
 # An output read by a formula of `views.OUTPUT_KINDS` is one entry here.
 PARAMETRIZATIONS: Mapping[str, Callable] = {
@@ -149,7 +152,8 @@ NETWORKS: Mapping[str, type] = {
     "concatsquash": ConcatSquashMLP,
 }
 
-# Each objective: (model, process, batch, example_keys, **kwargs) -> scalar loss; `model` is
+# Each objective: (model, process, batch, example_keys, **kwargs) -> scalar loss; `batch` is the
+# data stream's dict {"x": [B, *shape], "label": [B] if labelled}, and `model` is
 # a `views.Model`, of which the objective asks the view it regresses (score or velocity).
 OBJECTIVES: Mapping[str, Callable] = {
     "dsm": denoising_score_matching_loss,
@@ -158,7 +162,8 @@ OBJECTIVES: Mapping[str, Callable] = {
     "poisson_field": poisson_field_loss,
 }
 
-# Each sampler: (process, model, key, num_samples, shape, **kwargs) -> SampleResult.
+# Each sampler: (process, model, key, num_samples, shape, condition=None, **kwargs) -> SampleResult
+# (condition: None or the [num_samples] class labels of the samples).
 SAMPLERS: Mapping[str, Callable] = {
     "euler_maruyama": sample_reverse_sde,
     "probability_flow": sample_probability_flow,
@@ -226,9 +231,19 @@ def build_process(config):
 
 def build_network(config):
     """The network; ConfigError if a hyperparameter is out of its range (checked by the
-    network's constructor)."""
+    network's constructor). A class-conditional run (config.model.num_classes > 0) passes
+    num_classes to the constructor."""
     cls = lookup(NETWORKS, config.model.name, "model.name")
     kwargs = check_kwargs(cls, config.model.kwargs, "model.kwargs")
+    if "num_classes" in kwargs:
+        raise ConfigError(f"model.kwargs.num_classes={kwargs['num_classes']!r}: the number of classes is the field "
+                          f"model.num_classes; set model.num_classes={kwargs['num_classes']!r} and remove it from "
+                          "model.kwargs")
+    if config.model.num_classes:
+        if "num_classes" not in _keyword_parameters(cls):
+            raise ConfigError(f"model.num_classes={config.model.num_classes}: network {config.model.name!r} takes no "
+                              "class labels; set model.num_classes=0 or use a network that does")
+        kwargs["num_classes"] = config.model.num_classes
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as error:
@@ -236,7 +251,8 @@ def build_network(config):
 
 
 def build_model(config, process, network_fn):
-    """The `views.Model` of a per-example network function, as config.model.output says."""
+    """The `views.Model` of a batched network function (x [B, *shape], t [B], condition=None, *,
+    dropout_key=None, train=False) -> [B, ...], as config.model.output says."""
     parametrization = lookup(PARAMETRIZATIONS, config.model.output, "model.output")
     return parametrization(process, network_fn)
 
@@ -269,5 +285,5 @@ def build_sampler(config, name: str) -> Callable:
     config.samplers.<name>."""
     fn = lookup(SAMPLERS, name, "sampler")
     options = config.samplers.get(name, {})
-    hidden = ("process", "model", "key", "num_samples", "shape", "first_index", "axis_name")
+    hidden = ("process", "model", "key", "num_samples", "shape", "condition", "first_index", "axis_name")
     return functools.partial(fn, **check_kwargs(fn, options, f"samplers.{name}", hidden))

@@ -91,8 +91,8 @@ def test_van_loan_kinetic_energy_matches_quadrature():
 
 
 def test_concatsquash_layer_formula_and_shapes():
-    """One layer (no hidden layers): (W x + c) * sigmoid(g t + d) + e t, [B, D] -> [B, D],
-    and a scalar t broadcasts over the batch."""
+    """One layer (no hidden layers): (W x + c) * sigmoid(g t + d) + e t, [B, D] -> [B, D];
+    the network contract's one time per example is required (a scalar t is refused)."""
     net = ConcatSquashMLP(hidden_dims=())
     x = jnp.asarray(POINTS, jnp.float32)
     t = jnp.linspace(0.0, 1.0, len(POINTS))
@@ -104,8 +104,8 @@ def test_concatsquash_layer_formula_and_shapes():
     assert set(layer["time_bias"]) == {"kernel"}  # the time bias has no constant term
     apply = jax.jit(net.apply)
     np.testing.assert_allclose(apply(params, x, t), expected, rtol=1e-6, atol=1e-6)
-    out = apply(params, x, jnp.float32(0.5))
-    np.testing.assert_allclose(out, apply(params, x, jnp.full((len(POINTS),), 0.5)), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="one noise level per example"):
+        apply(params, x, jnp.float32(0.5))
 
 
 def test_concatsquash_stack_has_activation_between_layers_only():

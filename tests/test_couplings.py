@@ -108,7 +108,7 @@ def test_coupled_loss_is_the_same_on_a_sharded_batch():
     if len(devices) < 4:
         pytest.skip("needs 4 devices")
     process = FlowMatchingPath(coupling="exact_ot")
-    model = views.Model(lambda x, t: jnp.tanh(x) * t, "velocity")
+    model = views.Model.from_per_example(lambda x, t: jnp.tanh(x) * t, "velocity")
     x0, _ = gaussian_batches(5, 64)
     keys = jax.random.split(jax.random.key(6), 64)
     loss = jax.jit(lambda x, k: conditional_flow_matching_loss(model, process, x, k))

@@ -32,7 +32,7 @@ NUM_SAMPLES = 2000
 
 
 def exact_model(process):
-    return views.Model(perturbed_velocity_fn(MIXTURE, process), "velocity")
+    return views.Model.from_per_example(perturbed_velocity_fn(MIXTURE, process), "velocity")
 
 
 def recovery_failures(samples):
@@ -69,7 +69,7 @@ def test_wrong_velocity_fails_recovery():
     """The check has power: the field of the mixture with reversed weights is caught."""
     process = PATHS["linear"]
     wrong = make_gaussian_mixture(WEIGHTS[::-1], MEANS, STDS)
-    model = views.Model(perturbed_velocity_fn(wrong, process), "velocity")
+    model = views.Model.from_per_example(perturbed_velocity_fn(wrong, process), "velocity")
     result = jax.jit(lambda key: sample_probability_flow(process, model, key, NUM_SAMPLES, (2,)))(jax.random.key(0))
     assert recovery_failures(result.samples)
 
@@ -111,12 +111,12 @@ def test_cfm_is_minimised_by_the_marginal_velocity(path):
     def delta(x, t):
         return 0.2 * x + 0.3 * jnp.sin(x + 3.0 * t)
 
-    perturbed = views.Model(lambda x, t: exact(x, t) + delta(x, t), "velocity")
+    perturbed = views.Model.from_per_example(lambda x, t: exact(x, t) + delta(x, t), "velocity")
     num = 20_000
     x0 = MIXTURE.sample(jax.random.key(4), num)
     keys = jax.random.split(jax.random.key(5), num)
     loss = jax.jit(lambda model: conditional_flow_matching_loss(model, process, x0, keys, reduce="sum"), static_argnums=0)
-    increase = float(loss(perturbed)) - float(loss(views.Model(exact, "velocity")))
+    increase = float(loss(perturbed)) - float(loss(views.Model.from_per_example(exact, "velocity")))
 
     def cross_and_delta(x, key):  # the objective's own draws for one example
         key_t, key_source, key_eps = jax.random.split(key, 3)
@@ -136,13 +136,13 @@ def test_cfm_is_minimised_by_the_marginal_velocity(path):
 # --- capabilities -------------------------------------------------------------------------------
 def test_velocity_without_score_is_refused_by_stochastic_samplers():
     process = FlowMatchingPath(coupling="exact_ot", t_max=0.99)
-    model = views.Model(lambda x, t: x, "velocity")
+    model = views.Model.from_per_example(lambda x, t: x, "velocity")
     with pytest.raises(ValueError, match="no reverse-time SDE.*use probability_flow"):
         sample_reverse_sde(process, model, jax.random.key(0), 2, (2,), 10)
     with pytest.raises(views.NoScoreError, match="ddim needs a score"):
         sample_ddim(FlowMatchingPath(coupling="exact_ot", t_min_sample=1e-3), model, jax.random.key(0), 2, (2,), 10)
     with pytest.raises(views.NoScoreError, match="use model.output='velocity'"):
-        views.velocity_fn(process, views.Model(lambda x, t: x, "noise"))
+        views.velocity_fn(process, views.Model.from_per_example(lambda x, t: x, "noise"))
     with pytest.raises(ValueError, match="t_max = 1"):  # independent coupling, but alpha(1) = 0
         sample_reverse_sde(FlowMatchingPath(), model, jax.random.key(0), 2, (2,), 10)
 
@@ -188,7 +188,7 @@ def test_a_cnf_velocity_fits_the_samplers_and_the_likelihood():
     exactly; the same velocity model samples by the ODE and is refused by Euler-Maruyama."""
     process = _GaussianPriorOnly()
     matrix = jnp.array([[0.3, -0.5], [0.2, -0.4]])
-    model = views.Model(lambda x, t: matrix @ x, "velocity")
+    model = views.Model.from_per_example(lambda x, t: matrix @ x, "velocity")
     x = jax.random.normal(jax.random.key(7), (8, 2))
     result = log_likelihood(process, model, x, rtol=1e-6, atol=1e-6)
     pushed = x @ jax.scipy.linalg.expm(matrix).T
@@ -236,7 +236,7 @@ def train_cfm(coupling, steps=600, batch=128, seed=0):
     optimizer = optax.adam(2e-3)
 
     def model_of(p):
-        return views.Model(lambda x, t: network.apply(p, x[None], t[None])[0], "velocity")
+        return views.Model(lambda x, t, condition=None, **_: network.apply(p, x, t, condition), "velocity")
 
     @jax.jit
     def update(p, state, step):

@@ -42,7 +42,8 @@ def exact_field(points, process, x, z):
 
 def exact_field_model(points, process):
     """The exact normalised field T = sqrt(N) G / (|G| + gamma), read as a model."""
-    return Model(lambda x, z: process.normalised_field(exact_field(points, process, x, z)), "poisson_field")
+    return Model.from_per_example(lambda x, z: process.normalised_field(exact_field(points, process, x, z)),
+                                  "poisson_field")
 
 
 # --- the process ----------------------------------------------------------------------------

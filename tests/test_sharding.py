@@ -52,8 +52,8 @@ def data_parallel_8():
 def test_batch_is_split_over_the_data_parallel_axes(data_parallel_8):
     experiment, _, _, batches, _ = data_parallel_8
     assert dict(experiment.mesh.shape) == {"data": 8, "fsdp": 1, "tensor": 1}
-    assert batches[0].sharding == NamedSharding(experiment.mesh, P(("data", "fsdp")))
-    shards = batches[0].addressable_shards
+    assert batches[0]["x"].sharding == NamedSharding(experiment.mesh, P(("data", "fsdp")))
+    shards = batches[0]["x"].addressable_shards
     assert len(shards) == 8 and all(s.data.shape == (64 // 8, 2) for s in shards)
 
 
@@ -107,7 +107,7 @@ def test_fsdp_state_is_created_sharded_and_matches_one_device(reference):
     kernel = state.params["params"]["Dense_3"]["kernel"]
     assert kernel.sharding.spec == P("fsdp", None)
     assert {s.data.shape for s in kernel.addressable_shards} == {(32 // 4, 32)}
-    assert batches[0].sharding.spec == P(("data", "fsdp"))
+    assert batches[0]["x"].sharding.spec == P(("data", "fsdp"))
     np.testing.assert_allclose(losses, losses_1, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(state_1.params), jax.tree.leaves(state.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
@@ -125,7 +125,7 @@ def test_several_steps_per_dispatch_equal_the_plain_steps(reference):
     _, state_1, _, _, losses_1 = reference
     config = tiny_config(steps_per_dispatch=3, num_steps=NUM_STEPS, log_every=3, sync_every=3, checkpoint_every=3)
     experiment, state, _, batches, losses = run_steps(config, 4)
-    assert batches[0].shape == (3, 64, 2) and batches[0].sharding.spec == P(None, ("data", "fsdp"))
+    assert batches[0]["x"].shape == (3, 64, 2) and batches[0]["x"].sharding.spec == P(None, ("data", "fsdp"))
     assert len(losses) == NUM_STEPS and int(state.step) == NUM_STEPS
     np.testing.assert_allclose(losses, losses_1, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(state_1.params), jax.tree.leaves(state.params)):

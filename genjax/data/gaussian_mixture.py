@@ -132,7 +132,7 @@ def perturbed_velocity_fn(mixture: GaussianMixture, process) -> Callable[[jax.Ar
     """The exact marginal velocity v = alpha' E[x_0 | x] + sigma' E[eps | x] of the mixture
     under the process's kernel (its probability-flow velocity; for a flow-matching path with
     the independent coupling, the field flow matching learns), per example (x [D], t []) ->
-    [D]. Read it with `views.Model(fn, "velocity")`; unlike the score's probability flow it
+    [D]. Read it with `views.Model.from_per_example(fn, "velocity")`; unlike the score's probability flow it
     is finite where alpha = 0."""
     from genjax.processes import views
 

@@ -30,8 +30,10 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
     drawn_by_sampler = {name: draw(experiment, params, name, num) for name in evaluation_samplers(config)}
     nll = None
     if config.evaluate.nll_num_points:
-        held_out = experiment.reference_data(config.evaluate.nll_num_points)
-        nll = negative_log_likelihood(experiment, params, held_out, dict(config.evaluate.likelihood))
+        held_out_batch = experiment.reference_batch(config.evaluate.nll_num_points)
+        held_out = held_out_batch["x"]
+        nll = negative_log_likelihood(experiment, params, held_out, dict(config.evaluate.likelihood),
+                                      condition=held_out_batch.get("label"))
         prior_log_prob = jax.vmap(experiment.process.prior_log_prob)(held_out)
         nll["prior_nll_nats_per_dim"] = float(-prior_log_prob.mean() / np.prod(held_out.shape[1:]))
     if jax.process_index() != 0:

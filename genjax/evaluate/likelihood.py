@@ -28,34 +28,46 @@ from genjax.train.parallel import BATCH_AXES, data_parallel_size
 
 
 def negative_log_likelihood(experiment: Experiment, params, data: np.ndarray, options: dict,
-                            model=None) -> dict:
+                            model=None, condition: np.ndarray | None = None) -> dict:
     """NLL of `data` [N, *shape] in nats/dim (mean and standard error over points), with NFE
     and the number of failed solves (NLL = NaN if there are any; module docstring).
 
     `options` are keyword arguments of `log_likelihood` (divergence, probe, num_probes,
     solver, rtol, atol, max_steps). `model` maps params to a `views.Model` (default
-    `experiment.model`; a bare per-example score is read as a score model). Every process must
-    call it; all get the result.
+    `experiment.model`; a bare per-example score is read as a score model). `condition`: None,
+    or the [N] class labels of the points (log p(x | label)). Every process must call it; all
+    get the result.
     """
     model = experiment.model if model is None else model
     mesh = experiment.mesh
     num = len(data)
     per_device = -(-num // data_parallel_size(mesh))
-    padded = np.concatenate([data, np.repeat(data[-1:], per_device * data_parallel_size(mesh) - num, axis=0)])
     process = experiment.process
 
-    def local(params, x, key):
+    def pad(array):
+        return np.concatenate([array, np.repeat(array[-1:], per_device * data_parallel_size(mesh) - num, axis=0)])
+
+    def sharded(array):
+        return jax.make_array_from_callback(array.shape, jax.sharding.NamedSharding(mesh, P(BATCH_AXES)),
+                                            lambda index: array[index])
+
+    def local(params, x, key, *condition):
         first = jax.lax.axis_index(BATCH_AXES) * per_device
         result = log_likelihood(process, model(params), x, key, first_index=first, throw=False,
-                                **options)
+                                condition=condition[0] if condition else None, **options)
         return result.log_prob, result.nfe, result.successful
 
-    run = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(BATCH_AXES), P()), out_specs=P(BATCH_AXES),
-                                check_vma=False))
-    x = jax.make_array_from_callback(padded.shape, jax.sharding.NamedSharding(mesh, P(BATCH_AXES)),
-                                     lambda index: padded[index])
+    arguments = [params, sharded(pad(data)), derive_key(experiment.config.seed, "metrics")]
+    in_specs = (P(), P(BATCH_AXES), P())
+    if condition is not None:
+        condition = np.asarray(condition, np.int32)
+        if condition.shape != (num,):
+            raise ValueError(f"condition must hold one label per point, shape ({num},), got {condition.shape}")
+        arguments.append(sharded(pad(condition)))
+        in_specs += (P(BATCH_AXES),)
+    run = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P(BATCH_AXES), check_vma=False))
     start = time.perf_counter()
-    outputs = jax.block_until_ready(run(params, x, derive_key(experiment.config.seed, "metrics")))
+    outputs = jax.block_until_ready(run(*arguments))
     seconds = time.perf_counter() - start
     log_prob, nfe, successful = (np.asarray(v)[:num] for v in multihost_utils.process_allgather(outputs, tiled=True))
     num_dims = int(np.prod(data.shape[1:]))

@@ -32,13 +32,17 @@ class SamplingError(RuntimeError):
     """A solver gave up on some examples; the message says which option to raise."""
 
 
-def draw(experiment: Experiment, params, sampler_name: str, num_samples: int, model=None) -> dict:
+def draw(experiment: Experiment, params, sampler_name: str, num_samples: int, model=None,
+         condition: np.ndarray | None = None) -> dict:
     """num_samples draws with the named sampler; returns host arrays of samples and
     per-example NFE, and the wall time. Every process must call it (it runs on the mesh).
     `model` maps params to a `views.Model` (default `experiment.model`; a bare per-example
     score is read as a score model, e.g. `lambda _: exact_score` runs the same sampler on an
-    oracle)."""
+    oracle). `condition`: the [num_samples] class labels of the samples; for a conditional
+    model None means `experiment.default_condition` (class-balanced)."""
     model = experiment.model if model is None else model
+    if condition is None:
+        condition = experiment.default_condition(num_samples)
     sampler = factory.build_sampler(experiment.config, sampler_name)
     parameters = inspect.signature(sampler.func).parameters
     if "throw" in parameters:
@@ -48,15 +52,26 @@ def draw(experiment: Experiment, params, sampler_name: str, num_samples: int, mo
     process, shape, mesh = experiment.process, experiment.data_shape, experiment.mesh
     per_device = -(-num_samples // data_parallel_size(mesh))
 
-    def draw_local(params, key):
+    def draw_local(params, key, *condition):
         first = jax.lax.axis_index(BATCH_AXES) * per_device
-        result = sampler(process, model(params), key, per_device, shape, first_index=first)
+        result = sampler(process, model(params), key, per_device, shape, first_index=first,
+                         condition=condition[0] if condition else None)
         return result.samples, result.nfe, result.successful
 
-    run = jax.jit(jax.shard_map(draw_local, mesh=mesh, in_specs=(P(), P()), out_specs=P(BATCH_AXES),
+    arguments = [params, derive_key(experiment.config.seed, "sample")]
+    in_specs = (P(), P())
+    if condition is not None:
+        condition = np.asarray(condition, np.int32)
+        if condition.shape != (num_samples,):
+            raise ValueError(f"condition must hold one label per sample, shape ({num_samples},), got {condition.shape}")
+        padded = np.resize(condition, per_device * data_parallel_size(mesh))  # pads by repeating
+        arguments.append(jax.make_array_from_callback(padded.shape, jax.sharding.NamedSharding(mesh, P(BATCH_AXES)),
+                                                      lambda index: padded[index]))
+        in_specs += (P(BATCH_AXES),)
+    run = jax.jit(jax.shard_map(draw_local, mesh=mesh, in_specs=in_specs, out_specs=P(BATCH_AXES),
                                 check_vma=False))
     start = time.perf_counter()
-    outputs = jax.block_until_ready(run(params, derive_key(experiment.config.seed, "sample")))
+    outputs = jax.block_until_ready(run(*arguments))
     seconds = time.perf_counter() - start
     samples, nfe, successful = (np.asarray(x)[:num_samples] for x in multihost_utils.process_allgather(outputs, tiled=True))
     if not successful.all():

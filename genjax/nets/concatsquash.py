@@ -25,24 +25,32 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from genjax.nets.conditioning import check_condition, check_flat_inputs
+
 ACTIVATIONS = {"tanh": nn.tanh, "softplus": nn.softplus, "relu": nn.relu, "elu": nn.elu, "swish": nn.swish}
 
 
 class ConcatSquashDense(nn.Module):
-    """(W h + c) * sigmoid(g t + d) + e t for h [B, F_in], t [B] -> [B, features]."""
+    """(W h + c) * sigmoid(g t + d [+ E label]) + e t for h [B, F_in], t [B] -> [B, features];
+    the label term (a learned gate offset per class) only when num_classes > 0."""
 
     features: int
+    num_classes: int = 0
 
     @nn.compact
-    def __call__(self, h: jax.Array, t: jax.Array) -> jax.Array:
+    def __call__(self, h: jax.Array, t: jax.Array, condition: jax.Array | None = None) -> jax.Array:
         t = t[:, None].astype(h.dtype)
-        gate = nn.sigmoid(nn.Dense(self.features, name="gate")(t))
+        gate = nn.Dense(self.features, name="gate")(t)
+        if self.num_classes:
+            gate = gate + nn.Embed(self.num_classes, self.features, name="label_gate")(condition).astype(h.dtype)
+        gate = nn.sigmoid(gate)
         time_bias = nn.Dense(self.features, use_bias=False, name="time_bias")(t)
         return nn.Dense(self.features, name="linear")(h) * gate + time_bias
 
 
 class ConcatSquashMLP(nn.Module):
-    """(x [B, D], t [B]) -> [B, D]: concatsquash layers of widths `hidden_dims`, then D.
+    """(x [B, D], t [B], condition) -> [B, D]: concatsquash layers of widths `hidden_dims`,
+    then D (the network contract, `genjax.nets.conditioning`; no dropout).
 
     Attributes:
       hidden_dims: widths of the hidden layers (FFJORD's toy default 64-64-64).
@@ -50,12 +58,15 @@ class ConcatSquashMLP(nn.Module):
       end_time: None for the plain field f(x, t); a float T for T f(x, T t), FFJORD's flow
         on [0, T] carried to [0, 1] (module docstring).
       train_end_time: learn T (initialised at `end_time`) as sqrt_end_time^2.
+      num_classes: 0 (unconditional) or the number of class labels; each layer's time gate
+        then gets a learned offset per class.
     """
 
     hidden_dims: Sequence[int] = (64, 64, 64)
     activation: str = "tanh"
     end_time: float | None = None
     train_end_time: bool = False
+    num_classes: int = 0
 
     def __post_init__(self):
         dims = self.hidden_dims
@@ -71,13 +82,19 @@ class ConcatSquashMLP(nn.Module):
             raise ValueError(f"train_end_time={self.train_end_time!r} must be True or False")
         if self.train_end_time and self.end_time is None:
             raise ValueError("train_end_time=True needs an initial end_time, e.g. end_time=0.5 (FFJORD)")
+        if isinstance(self.num_classes, bool) or not (isinstance(self.num_classes, int) and self.num_classes >= 0):
+            raise ValueError(f"num_classes={self.num_classes!r} must be a non-negative integer (0: unconditional)")
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
-        batch_shape, data_dim = x.shape[:-1], x.shape[-1]
-        h = x.reshape(-1, data_dim)
-        t = jnp.broadcast_to(t, batch_shape).reshape(-1).astype(h.dtype)
+    def __call__(self, x: jax.Array, noise_level: jax.Array, condition: jax.Array | None = None,
+                 train: bool = False) -> jax.Array:
+        del train  # no dropout
+        check_flat_inputs("ConcatSquashMLP", x, noise_level)
+        check_condition("ConcatSquashMLP", condition, self.num_classes, x.shape[0])
+        data_dim = x.shape[-1]
+        h = x
+        t = noise_level.astype(h.dtype)
         scale = None
         if self.end_time is not None:
             if self.train_end_time:
@@ -88,11 +105,11 @@ class ConcatSquashMLP(nn.Module):
             t = scale * t
         activation = ACTIVATIONS[self.activation]
         for width in self.hidden_dims:
-            h = activation(ConcatSquashDense(width)(h, t))
-        out = ConcatSquashDense(data_dim)(h, t)
+            h = activation(ConcatSquashDense(width, self.num_classes)(h, t, condition))
+        out = ConcatSquashDense(data_dim, self.num_classes)(h, t, condition)
         if scale is not None:
             out = scale * out
-        return out.reshape(*batch_shape, data_dim)
+        return out
 
 
 def end_time(params) -> jax.Array | None:

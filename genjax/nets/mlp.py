@@ -1,9 +1,10 @@
 """Time-conditioned MLP for low-dimensional data (the 2-D toy sets).
 
-The network maps (x [B, D], t [B]) to an output of x's shape (or [B, output_dim]: PFGM's
-normalised field has D + 1 components). It knows nothing about the
-process: what the output means (noise, score, velocity) is decided by the objective, and
-the time argument is whatever scalar the process conditions on.
+The network maps (x [B, D], t [B], condition) to an output of x's shape (or [B, output_dim]:
+PFGM's normalised field has D + 1 components), as the network contract says
+(`genjax.nets.conditioning`). It knows nothing about the process: what the output means
+(noise, score, velocity) is decided by the objective, and the time argument is whatever
+scalar the process conditions on.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from genjax.nets.conditioning import check_condition, check_flat_inputs
 from genjax.nets.embeddings import GaussianFourierEmbedding, sinusoidal_embedding
 
 EMBEDDINGS = ("sinusoidal", "fourier")
@@ -19,9 +21,12 @@ EMBEDDINGS = ("sinusoidal", "fourier")
 class TimeConditionedMLP(nn.Module):
     """Residual MLP with the time features added in every block:
 
-        e = Dense(act(Dense(emb(t)))),   h = Dense(x) + e,
-        h <- h + Dense(act(Dense(act(h)) + Dense(act(e))))     (num_layers times),
+        e = Dense(act(Dense(emb(t)))) [+ Embed(label)],   h = Dense(x) + e,
+        h <- h + Dense(Dropout(act(Dense(act(h)) + Dense(act(e)))))     (num_layers times),
         out = Dense(act(h)), zero-initialised so an untrained model outputs 0.
+
+    The label embedding (a learned vector per class, added to the time features as in
+    Dhariwal & Nichol 2021) exists only when num_classes > 0; dropout only when train.
 
     Attributes:
       hidden_dim: width of every hidden layer.
@@ -31,6 +36,8 @@ class TimeConditionedMLP(nn.Module):
       time_scale: t is multiplied by this before the embedding (1000 maps t in [0, 1] onto
         the range the sinusoidal frequencies resolve, as DDPM's integer steps do).
       output_dim: width of the output; None (the default) gives x's width D.
+      num_classes: 0 (unconditional) or the number of class labels it is conditioned on.
+      dropout: dropout rate inside the residual blocks (train mode only).
     """
 
     hidden_dim: int = 256
@@ -39,6 +46,8 @@ class TimeConditionedMLP(nn.Module):
     embedding_dim: int = 64
     time_scale: float = 1000.0
     output_dim: int | None = None
+    num_classes: int = 0
+    dropout: float = 0.0
 
     def __post_init__(self):
         if not (isinstance(self.hidden_dim, int) and self.hidden_dim >= 1):
@@ -53,12 +62,18 @@ class TimeConditionedMLP(nn.Module):
             raise ValueError(f"time_scale={self.time_scale!r} must be positive and finite")
         if self.output_dim is not None and not (isinstance(self.output_dim, int) and self.output_dim >= 1):
             raise ValueError(f"output_dim={self.output_dim!r} must be a positive integer or None (the data's width)")
+        if isinstance(self.num_classes, bool) or not (isinstance(self.num_classes, int) and self.num_classes >= 0):
+            raise ValueError(f"num_classes={self.num_classes!r} must be a non-negative integer (0: unconditional)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout!r} must lie in [0, 1)")
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
-        batch_shape, data_dim = x.shape[:-1], x.shape[-1]
-        t = jnp.broadcast_to(t, batch_shape).reshape(-1) * self.time_scale
+    def __call__(self, x: jax.Array, noise_level: jax.Array, condition: jax.Array | None = None,
+                 train: bool = False) -> jax.Array:
+        check_flat_inputs("TimeConditionedMLP", x, noise_level)
+        check_condition("TimeConditionedMLP", condition, self.num_classes, x.shape[0])
+        t = noise_level * self.time_scale
         if self.embedding == "sinusoidal":
             emb = sinusoidal_embedding(t, self.embedding_dim)
         elif self.embedding == "fourier":
@@ -66,10 +81,12 @@ class TimeConditionedMLP(nn.Module):
         else:
             raise ValueError(f"unknown time embedding {self.embedding!r}; choose one of {EMBEDDINGS}")
         emb = nn.Dense(self.hidden_dim)(nn.silu(nn.Dense(self.hidden_dim)(emb)))
-        h = nn.Dense(self.hidden_dim)(x.reshape(-1, data_dim)) + emb
+        if self.num_classes:
+            emb = emb + nn.Embed(self.num_classes, self.hidden_dim, name="label_embedding")(condition)
+        h = nn.Dense(self.hidden_dim)(x) + emb
         for _ in range(self.num_layers):
             residual = nn.Dense(self.hidden_dim)(nn.silu(h)) + nn.Dense(self.hidden_dim)(nn.silu(emb))
-            h = h + nn.Dense(self.hidden_dim)(nn.silu(residual))
-        out_dim = data_dim if self.output_dim is None else self.output_dim
-        out = nn.Dense(out_dim, kernel_init=nn.initializers.zeros)(nn.silu(h))
-        return out.reshape(*batch_shape, out_dim)
+            residual = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(residual))
+            h = h + nn.Dense(self.hidden_dim)(residual)
+        out_dim = x.shape[-1] if self.output_dim is None else self.output_dim
+        return nn.Dense(out_dim, kernel_init=nn.initializers.zeros)(nn.silu(h))

@@ -17,18 +17,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from genjax.objectives.batch import batch_arrays, dropout_key
 from genjax.processes import views
 
 REDUCTIONS = ("mean", "sum")
 _COUPLING_STREAM = 7
 
 
-def conditional_flow_matching_loss(model, process, x0: jax.Array, keys: jax.Array, *, reduce: str = "mean") -> jax.Array:
-    """Monte Carlo estimate of the CFM loss on a batch x0 [B, ...].
+def conditional_flow_matching_loss(model, process, batch, keys: jax.Array, *, reduce: str = "mean") -> jax.Array:
+    """Monte Carlo estimate of the CFM loss on a batch {"x": x0 [B, ...], "label": [B]?}.
 
     Args:
-      model: a `views.Model`; its velocity view is regressed.
+      model: a `views.Model`; its velocity view is regressed (one call on the batch, with
+        train=True, the labels as condition and the dropout key of `objectives.batch`).
       process: a path with `conditional_path`, `source_sample` and `couple` (`FlowMatchingPath`).
+      batch: the batch dict (or a bare array x0).
       keys: [B] per-example keys.
       reduce: "mean" averages the squared error over data dimensions, "sum" adds it up.
     """
@@ -38,7 +41,8 @@ def conditional_flow_matching_loss(model, process, x0: jax.Array, keys: jax.Arra
         if not callable(getattr(process, method, None)):
             raise ValueError(f"objective 'cfm' needs a flow-matching path (process.name='flow_matching'); "
                              f"{type(process).__name__} has no {method}")
-    velocity = views.velocity_fn(process, model)
+    x0, labels = batch_arrays(batch)
+    velocity = views.batched_velocity_fn(process, model)
     shape = x0.shape[1:]
 
     def draws(key):
@@ -48,10 +52,11 @@ def conditional_flow_matching_loss(model, process, x0: jax.Array, keys: jax.Arra
 
     t, x1, eps = jax.vmap(draws)(keys)
     x1 = process.couple(jax.random.fold_in(keys[0], _COUPLING_STREAM), x0, x1)
+    x_t, target = jax.vmap(process.conditional_path)(x0, x1, eps, t)
+    prediction = velocity(x_t, t, labels, dropout_key=dropout_key(keys), train=True)
 
-    def per_example(x, x_source, noise, time):
-        x_t, target = process.conditional_path(x, x_source, noise, time)
-        squared = jnp.sum((velocity(x_t, time) - target) ** 2)
-        return squared / x.size if reduce == "mean" else squared
+    def per_example(prediction, target):
+        squared = jnp.sum((prediction - target) ** 2)
+        return squared / target.size if reduce == "mean" else squared
 
-    return jnp.mean(jax.vmap(per_example)(x0, x1, eps, t))
+    return jnp.mean(jax.vmap(per_example)(prediction, target))

@@ -73,6 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from genjax.objectives.batch import DROPOUT_STREAM, batch_arrays
 from genjax.processes import views
 from genjax.samplers.likelihood import DIVERGENCES, PROBES
 from genjax.samplers.probability_flow import check_solver_options, evaluations_per_solve
@@ -185,6 +186,7 @@ def cnf_terms(
     max_steps: int = 1000,
     adjoint: str = "recursive_checkpoint",
     checkpoints: int | None = None,
+    example_args=None,
 ) -> CNFTerms:
     """Solve the augmented ODE of every example of x [B, *shape] from t = 0 to t_max.
 
@@ -200,6 +202,9 @@ def cnf_terms(
       rtol, atol, max_steps: adaptive solvers only.
       checkpoints: "recursive_checkpoint" only: checkpoints of the backward pass; None
         stores every step (num_steps or max_steps), so nothing is recomputed.
+      example_args: None, or a pytree of [B] arrays (non-float, e.g. labels and dropout key
+        data): example i's field is then velocity_fn(x, t, example_args[i]), held fixed
+        through its solve.
     """
     check_cnf_options(divergence, probe, solver, num_steps, rtol, atol, max_steps, adjoint, checkpoints)
     t_max = float(t_max)
@@ -225,22 +230,25 @@ def cnf_terms(
         adjoint_method = diffrax.RecursiveCheckpointAdjoint(checkpoints=checkpoints or steps)
     draw = jax.random.normal if probe == "gaussian" else jax.random.rademacher
 
-    def field(t, state, eps):
+    def field(t, state, args):
+        eps, example_arg = args
         x = state[0]
-        v, div, frob = jacobian_terms(lambda y: velocity_fn(y, t), x, None if exact else eps)
+        fn = (lambda y: velocity_fn(y, t)) if example_arg is None else (lambda y: velocity_fn(y, t, example_arg))
+        v, div, frob = jacobian_terms(fn, x, None if exact else eps)
         # Tie every output to the state: under vmap with fixed steps, diffrax 0.7.2's
         # reverse pass mixes the cotangents of the examples for an output that does not
         # depend on the state (e.g. the divergence of an affine field); see the tests.
         tie = jax.lax.stop_gradient(jnp.zeros((), x.dtype) * x.ravel()[0])
         return v + tie, div + tie, jnp.sum(v**2) + tie, frob + tie
 
-    def solve(xi, key):
+    def solve(xi, key, example_arg):
         eps = jnp.zeros_like(xi) if exact else draw(key, xi.shape, dtype=xi.dtype)
         zero = jnp.zeros((), xi.dtype)
         state0 = (xi, zero, zero, zero)
-        term = diffrax.ODETerm(eqx.filter_closure_convert(field, zero, state0, eps))
+        args = (eps, example_arg)
+        term = diffrax.ODETerm(eqx.filter_closure_convert(field, zero, state0, args))
         sol = diffrax.diffeqsolve(
-            term, (FIXED_SOLVERS | ADAPTIVE_SOLVERS)[solver](), t0=0.0, t1=t_max, dt0=dt0, y0=state0, args=eps,
+            term, (FIXED_SOLVERS | ADAPTIVE_SOLVERS)[solver](), t0=0.0, t1=t_max, dt0=dt0, y0=state0, args=args,
             stepsize_controller=controller, saveat=diffrax.SaveAt(t1=True), max_steps=steps,
             adjoint=adjoint_method, throw=False,
         )
@@ -248,7 +256,7 @@ def cnf_terms(
         nfe = jnp.asarray(_forward_nfe(solver, sol.stats["num_steps"]), jnp.int32)
         return CNFTerms(prior_log_prob(z) + delta, kinetic, frob, nfe, sol.result == diffrax.RESULTS.successful)
 
-    return jax.vmap(solve)(x, example_keys)
+    return jax.vmap(solve)(x, example_keys, example_args)
 
 
 def cnf_loss_and_metrics(
@@ -297,7 +305,7 @@ def cnf_nll_loss(velocity_fn: VelocityFn, process, batch: jax.Array, example_key
 def cnf_maximum_likelihood_loss(
     model,
     process,
-    batch: jax.Array,
+    batch,
     example_keys: jax.Array,
     *,
     kinetic_weight: float = 0.0,
@@ -312,9 +320,20 @@ def cnf_maximum_likelihood_loss(
     adjoint: str = "recursive_checkpoint",
 ) -> jax.Array:
     """The engine's objective `"cnf_mle"` (factory.OBJECTIVES): the CNF loss of a trained
-    model's velocity view (views.Model with output "velocity"); the options, named as config
-    fields, are those of `cnf_loss_and_metrics` and `cnf_terms`."""
-    return cnf_nll_loss(views.velocity_fn(process, model), process, batch, example_keys,
-                        kinetic_weight=kinetic_weight, jacobian_weight=jacobian_weight, divergence=divergence,
-                        probe=probe, solver=solver, num_steps=num_steps, rtol=rtol, atol=atol, max_steps=max_steps,
-                        adjoint=adjoint)
+    model's velocity view (views.Model with output "velocity") on a batch {"x": [B, ...],
+    "label": [B]?}; the options, named as config fields, are those of `cnf_loss_and_metrics`
+    and `cnf_terms`. The field is the per-example view in train mode: example i's label is
+    its condition and its dropout key is fold_in(example_keys[i], DROPOUT_STREAM), one mask
+    held through its solve (a fixed field, as the Hutchinson probe)."""
+    x, labels = batch_arrays(batch)
+    view = views.velocity_fn(process, model)
+    dropout_keys = jax.vmap(lambda key: jax.random.key_data(jax.random.fold_in(key, DROPOUT_STREAM)))(example_keys)
+
+    def velocity(y, t, example_arg):
+        label, key_data = example_arg
+        return view(y, t, label, dropout_key=jax.random.wrap_key_data(key_data), train=True)
+
+    return cnf_nll_loss(velocity, process, x, example_keys, kinetic_weight=kinetic_weight,
+                        jacobian_weight=jacobian_weight, divergence=divergence, probe=probe, solver=solver,
+                        num_steps=num_steps, rtol=rtol, atol=atol, max_steps=max_steps, adjoint=adjoint,
+                        example_args=(labels, dropout_keys))

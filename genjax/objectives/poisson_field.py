@@ -23,13 +23,17 @@ Because the target depends on the whole batch, an example's loss is not a functi
 own key alone (unlike DSM): with gradient accumulation each micro-batch is its own set of
 charges.
 
-The model is a `views.Model` whose output is the field (output kind `poisson_field`); a bare
-callable is taken to be the field model itself.
+The model is a `views.Model` whose output is the field (output kind `poisson_field`), called
+once on the P training points (train=True, their labels as condition, the dropout key of
+`objectives.batch`); a bare per-example callable (x, z) -> [N + 1] is the field itself.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from genjax.objectives.batch import batch_arrays, dropout_key
+from genjax.processes import views
 
 REDUCTIONS = ("mean", "sum")
 
@@ -47,18 +51,19 @@ def batch_field(x: jax.Array, z: jax.Array, charges: jax.Array) -> jax.Array:
 def poisson_field_loss(
     model,
     process,
-    x0: jax.Array,
+    batch,
     keys: jax.Array,
     *,
     num_perturbed: int | None = None,
     reduce: str = "mean",
 ) -> jax.Array:
-    """The PFGM loss on a batch x0 [B, ...] (module docstring).
+    """The PFGM loss on a batch {"x": x0 [B, ...], "label": [B]?} (module docstring).
 
     Args:
-      model: the field model (x [*shape], z []) -> [N + 1] (a views.Model's output_fn, or a
-        bare function), regressed as it is.
+      model: the field model: a views.Model whose batched output_fn gives [P, N + 1], or a
+        bare per-example function (x [*shape], z []) -> [N + 1]; regressed as it is.
       process: a process with `training_perturbation(key, y) -> (x, z)` (PFGMProcess).
+      batch: the batch dict (or a bare array x0).
       keys: [B] per-example keys; training point i is drawn from keys[i].
       num_perturbed: P, the first P examples become training points (default: all B); all B
         are charges.
@@ -66,19 +71,21 @@ def poisson_field_loss(
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduce!r}; choose one of {REDUCTIONS}")
-    batch = x0.shape[0]
-    if num_perturbed is not None and not (isinstance(num_perturbed, int) and 1 <= num_perturbed <= batch):
-        raise ValueError(f"num_perturbed={num_perturbed!r} must be an integer in [1, batch size {batch}]")
+    x0, labels = batch_arrays(batch)
+    size = x0.shape[0]
+    if num_perturbed is not None and not (isinstance(num_perturbed, int) and 1 <= num_perturbed <= size):
+        raise ValueError(f"num_perturbed={num_perturbed!r} must be an integer in [1, batch size {size}]")
     perturb = getattr(process, "training_perturbation", None)
     if not (callable(perturb) and callable(getattr(process, "normalised_field", None))):
         raise ValueError(f"process {type(process).__name__} has no PFGM training perturbation; the poisson_field "
                          "objective needs process.name='pfgm'")
-    num = batch if num_perturbed is None else num_perturbed
+    num = size if num_perturbed is None else num_perturbed
     x, z = jax.vmap(perturb)(keys[:num], x0[:num])
     flat = x.reshape(num, -1)
-    target = jax.lax.stop_gradient(process.normalised_field(batch_field(flat, z, x0.reshape(batch, -1))))
-    field_fn = getattr(model, "output_fn", model)
-    prediction = jax.vmap(field_fn)(x, z)
+    target = jax.lax.stop_gradient(process.normalised_field(batch_field(flat, z, x0.reshape(size, -1))))
+    model = model if isinstance(model, views.Model) else views.Model.from_per_example(model, "poisson_field")
+    condition = None if labels is None else labels[:num]
+    prediction = model.output_fn(x, z, condition, dropout_key=dropout_key(keys), train=True)
     if prediction.shape != target.shape:
         raise ValueError(f"the poisson_field objective regresses {target.shape[1]} numbers per example (the field "
                          f"in N + 1 dimensions), the model gives shape {prediction.shape[1:]}; use "

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax.nets.preconditioning import edm_loss_weight
+from genjax.objectives.batch import batch_arrays, dropout_key
 from genjax.processes import views
 
 WEIGHTINGS = ("sigma_squared", "likelihood", "edm")
@@ -101,7 +102,7 @@ def time_and_relative_weight(process, key, weighting, importance_sampling=False,
 def denoising_score_matching_loss(
     model,
     process,
-    x0: jax.Array,
+    batch,
     keys: jax.Array,
     *,
     weighting: str = "sigma_squared",
@@ -109,14 +110,17 @@ def denoising_score_matching_loss(
     importance_sampling: bool = False,
     sigma_data: float | None = None,
 ) -> jax.Array:
-    """Monte Carlo estimate of the DSM loss on a batch x0 [B, ...].
+    """Monte Carlo estimate of the DSM loss on a batch {"x": x0 [B, ...], "label": [B]?}.
 
     Example i draws its time and noise from keys[i] alone, so the estimate for an example
     does not depend on which other examples share its batch (gradient accumulation and
-    sharding leave it unchanged).
+    sharding leave it unchanged, for a network without dropout). The network is called once
+    on the batch, with train=True, the labels as its condition and the dropout key of
+    `objectives.batch`.
 
     Args:
       model: a `views.Model` with a score view (or a bare per-example score (x, t) -> s).
+      batch: the batch dict (or a bare array x0).
       keys: [B] per-example keys.
       weighting: "sigma_squared" (default), "likelihood" (g^2) or "edm"; see above.
       reduce: "mean" averages the squared error over data dimensions, "sum" adds it up
@@ -134,19 +138,25 @@ def denoising_score_matching_loss(
         raise ValueError(f"sigma_data={sigma_data!r} must be > 0")
     if sigma_data is None:
         sigma_data = getattr(process, "sigma_data", 0.5)
-    score_fn = views.score_fn(process, model)
+    x0, labels = batch_arrays(batch)
+    score_fn = views.batched_score_fn(process, model)
 
-    def per_example(x, key):
+    def perturb(x, key):
         key_t, key_noise = jax.random.split(key)
         t, relative_weight = time_and_relative_weight(process, key_t, weighting, importance_sampling, sigma_data)
         # Drawn from the process's kernel law (Gaussian for diffusion, Student-t for PFGM++).
         noise = process.perturbation_noise(key_noise, x.shape).astype(x.dtype)
+        return process.perturb(x, t, noise), t, noise, relative_weight
+
+    x_t, t, noise, relative_weight = jax.vmap(perturb)(x0, keys)
+    score = score_fn(x_t, t, labels, dropout_key=dropout_key(keys), train=True)
+
+    def per_example(score, noise, t, relative_weight):
         _, sigma = process.marginal_coefficients(t)
         # sigma (s_theta - grad log p_0t), with grad log p_0t = -noise / sigma.
-        residual = sigma * score_fn(process.perturb(x, t, noise), t) + noise
-        squared = jnp.sum(residual**2)
+        squared = jnp.sum((sigma * score + noise) ** 2)
         if weighting != "sigma_squared":
             squared = relative_weight * squared
-        return squared / x.size if reduce == "mean" else squared
+        return squared / noise.size if reduce == "mean" else squared
 
-    return jnp.mean(jax.vmap(per_example)(x0, keys))
+    return jnp.mean(jax.vmap(per_example)(score, noise, t, relative_weight))

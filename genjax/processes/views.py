@@ -1,8 +1,15 @@
 """A trained model and the views samplers ask of it: score, denoised, velocity.
 
-A `Model` is a per-example network function (x [*shape], t []) -> y [*shape] together with
-what y means (its `output_kind`). A process (a probability path) and a model together give
-every view a sampler, a likelihood or an objective needs; the conversions live here, once.
+A `Model` is a BATCHED network function together with what its output means (its
+`output_kind`):
+
+    output_fn(x [B, *shape], t [B], condition=None, *, dropout_key=None, train=False) -> y [B, ...]
+
+(condition: None or int32 [B] class labels; dropout only when train, from dropout_key). A
+bare per-example function (x [*shape], t []) -> y (an analytic oracle) is accepted wherever
+a model is taken and vmapped into that form (`as_model`, `Model.from_per_example`; it takes
+no condition). A process (a probability path) and a model together give every view a
+sampler, a likelihood or an objective needs; the conversions live here, once.
 For a path whose kernel from the data is x_t = alpha(t) x_0 + sigma(t) eps (rates alpha',
 sigma'), the views of p_t are
 
@@ -19,7 +26,8 @@ The denoised view is in the units of the data; for a scaled process (Karras et a
 Table 1) with alpha = s(t), sigma = s(t) sigma_tilde(t), EDM's denoiser D(x_hat; sigma_tilde)
 is this same D (`sigma_tilde_from_coefficients` gives sigma_tilde = sigma / alpha).
 
-Output kinds (`OUTPUT_KINDS`; a new kind is one entry there):
+Output kinds (`OUTPUT_KINDS`; a new kind is one entry there; each formula is written per
+example and vmapped over a batch):
   "score", "noise", "denoised": read as a score; the velocity is its probability flow.
   "velocity": the velocity itself (flow matching, CNFs); its score is 2 (f - v) / g^2 (the
       inverse of the probability flow).
@@ -33,9 +41,11 @@ meaningful, and every other kind is refused.
 
 Who asks for what: the ODE samplers and the likelihood ask for `velocity_fn`; stochastic
 samplers, DDIM, EDM's Heun sampler and denoising score matching ask for `score_fn`, which
-refuses, with one line, a model that has no score. Anywhere a model is
-taken, a bare per-example function is read as a score model (`as_model`), so an exact
-score from an oracle is passed as it is.
+refuses, with one line, a model that has no score. Every view comes in two forms with the
+same keywords: batched (`batched_score_fn`, `batched_velocity_fn`: one network call for the
+batch; the objectives) and per example (`score_fn`, `velocity_fn`: (x [*shape], t [],
+condition=None [] , ...) -> [*shape], the network called on a batch of one; the samplers and
+the adaptive solvers vmap it, so step control stays per example).
 """
 from __future__ import annotations
 
@@ -45,10 +55,13 @@ from typing import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-PerExampleFn = Callable[[jax.Array, jax.Array], jax.Array]
+PerExampleFn = Callable[..., jax.Array]
 # A per-example score model (x [*shape], t []) -> grad_x log p_t(x) [*shape]: what samplers,
 # likelihoods and the stochastic-calculus studies take in place of a network.
 ScoreFn = PerExampleFn
+# The network contract: (x [B, *shape], t [B], condition=None, *, dropout_key=None, train=False)
+# -> y [B, ...] (module docstring).
+BatchedFn = Callable[..., jax.Array]
 
 
 # --- the formulas (one copy each) ------------------------------------------------------------
@@ -145,24 +158,45 @@ OUTPUT_KINDS: Mapping[str, OutputKind] = {
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """A per-example network function (x [*shape], t []) -> y and what y is (a key of
-    `OUTPUT_KINDS`). Static under `jax.jit` (close over it, as over a process)."""
+    """A batched network function (the contract of the module docstring) and what its
+    output is (a key of `OUTPUT_KINDS`). Static under `jax.jit` (close over it, as over a
+    process). `per_example_fn` is set by `from_per_example` only: the oracle itself, which
+    the per-example views call directly."""
 
-    output_fn: PerExampleFn
+    output_fn: BatchedFn
     output_kind: str = "score"
+    per_example_fn: PerExampleFn | None = None
 
     def __post_init__(self):
         if self.output_kind not in OUTPUT_KINDS:
             raise ValueError(f"unknown model output {self.output_kind!r}; choose one of {tuple(OUTPUT_KINDS)}")
+
+    @classmethod
+    def from_per_example(cls, fn: PerExampleFn, output_kind: str = "score") -> "Model":
+        """The model of a per-example function (x [*shape], t []) -> y, vmapped over a batch;
+        it takes no condition and no dropout."""
+
+        def batched(x, t, condition=None, *, dropout_key=None, train=False):
+            del dropout_key, train
+            _refuse_condition(condition)
+            return jax.vmap(fn)(x, t)
+
+        return cls(batched, output_kind, per_example_fn=fn)
 
     @property
     def kind(self) -> OutputKind:
         return OUTPUT_KINDS[self.output_kind]
 
 
+def _refuse_condition(condition) -> None:
+    if condition is not None:
+        raise ValueError("a per-example function (x, t) -> y takes no condition; pass condition=None, or a "
+                         "views.Model around a network built with num_classes > 0")
+
+
 def as_model(model) -> Model:
     """`model` itself if it is a `Model`; a bare per-example function is a score model."""
-    return model if isinstance(model, Model) else Model(model, "score")
+    return model if isinstance(model, Model) else Model.from_per_example(model, "score")
 
 
 def has_score(process, model) -> bool:
@@ -195,37 +229,73 @@ def _describe(process) -> str:
 
 
 # --- the views --------------------------------------------------------------------------------
-def score_fn(process, model) -> PerExampleFn:
-    """The per-example score (x, t) -> grad_x log p_t(x) of `model` (NoScoreError if it has none)."""
-    model = as_model(model)
+def _converter(process, model: Model, view: str):
+    """The per-example conversion (x, t, y) -> view of an output y of `model`, or None
+    where the view is the output itself."""
+    kind = model.kind
+    if view == "velocity" and kind.to_velocity is not None:
+        return lambda x, t, y: kind.to_velocity(process, x, t, y)
     require_score(process, model, "this sampler or objective")
-    if model.output_kind == "score":
+    if view == "score":
+        return None if model.output_kind == "score" else (lambda x, t, y: kind.to_score(process, x, t, y))
+    return lambda x, t, y: velocity_from_score(process, x, t, kind.to_score(process, x, t, y))
+
+
+def _batched_view(process, model, view: str) -> BatchedFn:
+    model = as_model(model)
+    convert = _converter(process, model, view)
+    if convert is None:
         return model.output_fn
-    to_score = model.kind.to_score
 
-    def score(x, t):
-        return to_score(process, x, t, model.output_fn(x, t))
+    def batched(x, t, condition=None, *, dropout_key=None, train=False):
+        y = model.output_fn(x, t, condition, dropout_key=dropout_key, train=train)
+        return jax.vmap(convert)(x, t, y)
 
-    return score
+    return batched
+
+
+def _per_example_view(process, model, view: str) -> PerExampleFn:
+    model = as_model(model)
+    convert = _converter(process, model, view)
+    if model.per_example_fn is not None:
+        fn = model.per_example_fn
+
+        def output(x, t, condition, dropout_key, train):
+            _refuse_condition(condition)
+            return fn(x, t)
+    else:
+        def output(x, t, condition, dropout_key, train):
+            condition = None if condition is None else jnp.asarray(condition)[None]
+            return model.output_fn(x[None], jnp.asarray(t)[None], condition, dropout_key=dropout_key, train=train)[0]
+
+    def per_example(x, t, condition=None, *, dropout_key=None, train=False):
+        y = output(x, t, condition, dropout_key, train)
+        return y if convert is None else convert(x, t, y)
+
+    return per_example
+
+
+def score_fn(process, model) -> PerExampleFn:
+    """The per-example score (x, t, condition=None, *, dropout_key=None, train=False) ->
+    grad_x log p_t(x) of `model` (NoScoreError if it has none)."""
+    return _per_example_view(process, model, "score")
 
 
 def velocity_fn(process, model) -> PerExampleFn:
-    """The per-example ODE velocity (x, t) -> v: the output itself for a velocity model,
-    the probability flow of the score for every other kind."""
-    model = as_model(model)
-    to_velocity = model.kind.to_velocity
-    if to_velocity is None:
-        score = score_fn(process, model)
+    """The per-example ODE velocity (x, t, condition=None, ...) -> v: the output itself for a
+    velocity model, the probability flow of the score for every other kind."""
+    return _per_example_view(process, model, "velocity")
 
-        def velocity(x, t):
-            return velocity_from_score(process, x, t, score(x, t))
 
-        return velocity
+def batched_score_fn(process, model) -> BatchedFn:
+    """`score_fn` on a batch: (x [B, *shape], t [B], condition=None, *, dropout_key=None,
+    train=False) -> [B, *shape], one network call."""
+    return _batched_view(process, model, "score")
 
-    def velocity(x, t):
-        return to_velocity(process, x, t, model.output_fn(x, t))
 
-    return velocity
+def batched_velocity_fn(process, model) -> BatchedFn:
+    """`velocity_fn` on a batch (one network call)."""
+    return _batched_view(process, model, "velocity")
 
 
 def coefficient_rates(process, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -237,5 +307,5 @@ def coefficient_rates(process, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.
 
 # --- kept for callers that hold an output function and its kind -----------------------------
 def score_fn_from_output(process, output_fn: PerExampleFn, output_kind: str) -> PerExampleFn:
-    """The score of a per-example network output (x, t) -> y of the given kind."""
-    return score_fn(process, Model(output_fn, output_kind))
+    """The score of a per-example output (x, t) -> y of the given kind."""
+    return score_fn(process, Model.from_per_example(output_fn, output_kind))

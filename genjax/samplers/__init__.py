@@ -1,9 +1,11 @@
 """Samplers: from prior draws to data with a model (reverse SDE, probability flow, ...).
 
-A model is a `views.Model` (a per-example network output and its kind; a bare per-example
-function is a score model). The ODE samplers and the likelihood ask it for its velocity,
-the others for its score (`views`); a model with no score is refused by the latter with one
-line. Samplers vmap the per-example views. Every sampler returns a `SampleResult` and
+A model is a `views.Model` (a batched network function and what its output is; a bare
+per-example function is a score model). The ODE samplers and the likelihood ask it for its
+velocity, the others for its score (`views`); a model with no score is refused by the latter
+with one line. Samplers vmap the per-example views (the network on a batch of one under
+vmap), in eval mode; every sampler and the likelihood take `condition`, None or the [N]
+class labels of the examples. Every sampler returns a `SampleResult` and
 gives example i of a sample set the key fold_in(key, i), so sample sets do not depend on
 batching (see `prior`).
 

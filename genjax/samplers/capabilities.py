@@ -18,7 +18,8 @@ def require_reverse_sde(process, sampler: str) -> None:
 
 
 def score_view(process, model, sampler: str) -> views.PerExampleFn:
-    """The model's per-example score; `views.NoScoreError` (one line naming `sampler`) if it
-    has none (a velocity model on a path that is not a score's probability flow)."""
+    """The model's per-example score (x, t, condition=None) -> s in eval mode;
+    `views.NoScoreError` (one line naming `sampler`) if it has none (a velocity model on a
+    path that is not a score's probability flow)."""
     views.require_score(process, model, sampler)
     return views.score_fn(process, model)

@@ -57,6 +57,7 @@ def sample_ddim(
     num_steps: int,
     eta: float = 0.0,
     first_index: int | jax.Array = 0,
+    condition: jax.Array | None = None,
 ) -> SampleResult:
     """Draw `num_samples` examples with DDIM (see the module docstring).
 
@@ -69,6 +70,7 @@ def sample_ddim(
       num_steps: N, DDIM steps from t_max to t_min_sample (then one step to x0_hat).
       eta: 0 (deterministic DDIM) to 1 (ancestral); static.
       first_index: global index of the first example drawn here (may be traced).
+      condition: None or int32 [N] class labels of the samples (passed to the model).
 
     Returns:
       `SampleResult` (samples [N, *shape], nfe [N] = num_steps + 1, successful [N]).
@@ -88,24 +90,24 @@ def sample_ddim(
     shape = tuple(shape)
     grid = process.time_grid(num_steps)
 
-    def run(x_T, example_noise_key):
+    def run(x_T, example_noise_key, condition):
         def step(x, inputs):
             k, t, s = inputs
             if eta == 0.0:
                 z = jnp.zeros_like(x)
             else:
                 z = jax.random.normal(jax.random.fold_in(example_noise_key, k), x.shape, x.dtype)
-            return ddim_step(process, x, score_fn(x, t), t, s, eta, z), None
+            return ddim_step(process, x, score_fn(x, t, condition), t, s, eta, z), None
 
         steps = (jnp.arange(num_steps, dtype=jnp.uint32), grid[:-1], grid[1:])
         x, _ = jax.lax.scan(step, x_T, steps)
         alpha, sigma = process.marginal_coefficients(grid[-1])
-        x = denoised_from_score(x, score_fn(x, grid[-1]), alpha, sigma)
+        x = denoised_from_score(x, score_fn(x, grid[-1], condition), alpha, sigma)
         return x, jnp.all(jnp.isfinite(x))
 
     keys = example_keys(key, num_samples, first_index)
     x_T = sample_prior(process, keys, shape)
-    samples, successful = jax.vmap(run)(x_T, jax.vmap(noise_key)(keys))
+    samples, successful = jax.vmap(run)(x_T, jax.vmap(noise_key)(keys), condition)
     return SampleResult(
         samples=samples, nfe=jnp.full((num_samples,), num_steps + 1, jnp.int32), successful=successful
     )

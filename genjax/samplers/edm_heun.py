@@ -102,6 +102,7 @@ def sample_edm_heun(
     s_tmax: float = math.inf,
     s_noise: float = 1.0,
     first_index: int | jax.Array = 0,
+    condition: jax.Array | None = None,
 ) -> SampleResult:
     """Draw `num_samples` examples with EDM's Heun sampler (see the module docstring).
 
@@ -118,6 +119,7 @@ def sample_edm_heun(
       s_churn, s_tmin, s_tmax, s_noise: stochastic churn (Algorithm 2); s_churn = 0 is
         the deterministic Algorithm 1.
       first_index: global index of the first example drawn here (may be traced).
+      condition: None or int32 [N] class labels of the samples (passed to the model).
 
     Returns:
       `SampleResult` (samples [N, *shape], nfe [N] = 2 num_steps - 1, successful [N]).
@@ -155,10 +157,10 @@ def sample_edm_heun(
     alpha_T = process.marginal_coefficients(t_max)[0]
     start_scale = (s_max / level_at_t_max) / alpha_T
 
-    def denoise(x_hat, t):
+    def denoise(x_hat, t, condition):
         alpha, sigma = process.marginal_coefficients(t)
         x = alpha * x_hat
-        return denoised_from_score(x, score_fn(x, t), alpha, sigma)
+        return denoised_from_score(x, score_fn(x, t, condition), alpha, sigma)
 
     def churn(x_hat, k, level, level_hat, example_noise_key):
         if gamma == 0.0:
@@ -166,13 +168,13 @@ def sample_edm_heun(
         z = jax.random.normal(jax.random.fold_in(example_noise_key, k), x_hat.shape, x_hat.dtype)
         return x_hat + jnp.sqrt(jnp.maximum(level_hat**2 - level**2, 0.0)) * s_noise * z
 
-    def run(x_T, example_noise_key):
+    def run(x_T, example_noise_key, condition):
         def step(x_hat, inputs):
             k, level, level_hat, t_hat, level_next, t_next = inputs
             x_hat = churn(x_hat, k, level, level_hat, example_noise_key)
-            d = (x_hat - denoise(x_hat, t_hat)) / level_hat
+            d = (x_hat - denoise(x_hat, t_hat, condition)) / level_hat
             x_next = x_hat + (level_next - level_hat) * d
-            d_next = (x_next - denoise(x_next, t_next)) / level_next
+            d_next = (x_next - denoise(x_next, t_next, condition)) / level_next
             return x_hat + (level_next - level_hat) * 0.5 * (d + d_next), None
 
         last = num_steps - 1
@@ -187,12 +189,12 @@ def sample_edm_heun(
         x_hat, _ = jax.lax.scan(step, start_scale * x_T, steps)
         # Last step, to sigma = 0: Euler, d = (x_hat - D) / sigma_hat, x = x_hat - sigma_hat d = D.
         x_hat = churn(x_hat, jnp.uint32(last), levels[last], levels_hat[last], example_noise_key)
-        x = denoise(x_hat, times_hat[last])
+        x = denoise(x_hat, times_hat[last], condition)
         return x, jnp.all(jnp.isfinite(x))
 
     keys = example_keys(key, num_samples, first_index)
     x_T = sample_prior(process, keys, shape)
-    samples, successful = jax.vmap(run)(x_T, jax.vmap(noise_key)(keys))
+    samples, successful = jax.vmap(run)(x_T, jax.vmap(noise_key)(keys), condition)
     return SampleResult(
         samples=samples, nfe=jnp.full((num_samples,), 2 * num_steps - 1, jnp.int32), successful=successful
     )

@@ -165,6 +165,7 @@ def log_likelihood(
     first_index: int | jax.Array = 0,
     throw: bool = True,
     terminal_log_prob: Callable[[jax.Array], jax.Array] | None = None,
+    condition: jax.Array | None = None,
 ) -> LikelihoodResult:
     """log p_{t0}(x_i) for each example of x [N, *shape] through the probability-flow ODE.
 
@@ -188,6 +189,8 @@ def log_likelihood(
       terminal_log_prob: per-example log-density used at T in place of
         `process.prior_log_prob` (default). For oracle checks only, e.g. the exact
         log p_T of a Gaussian mixture, to separate solver error from prior mismatch.
+      condition: None or int32 [N] class labels of the points (passed to the model, eval
+        mode): log p(x_i | label_i).
 
     Returns:
       `LikelihoodResult` (log_prob [N], nfe [N], successful [N], log_prob_per_probe [N, K],
@@ -213,12 +216,12 @@ def log_likelihood(
     )
     num_examples, shape = x.shape[0], tuple(x.shape[1:])
     if exact:
-        values, nfe, successful = jax.vmap(lambda xi: solve(xi, None))(x)
+        values, nfe, successful = jax.vmap(lambda xi, ci: solve(xi, None, ci))(x, condition)
         per_probe = values[:, None]
         log_prob, standard_error = values, jnp.zeros_like(values)
     else:
         eps = draw_probes(key, num_examples, num_probes, shape, probe, first_index, x.dtype)
-        per_probe, nfe, successful = jax.vmap(jax.vmap(solve, in_axes=(None, 0)))(x, eps)
+        per_probe, nfe, successful = jax.vmap(jax.vmap(solve, in_axes=(None, 0, None)))(x, eps, condition)
         log_prob = jnp.mean(per_probe, axis=1)
         if num_probes > 1:
             standard_error = jnp.std(per_probe, axis=1, ddof=1) / jnp.sqrt(num_probes)
@@ -265,7 +268,7 @@ def divergence_hutchinson(
 def _augmented_solver(
     process, model, solver, rtol, atol, max_steps, t0, exact, terminal_log_prob
 ):
-    """A per-example function (x, eps) -> (log p_{t0}(x), nfe, successful)."""
+    """A per-example function (x, eps, condition) -> (log p_{t0}(x), nfe, successful)."""
     t_max = float(process.t_max)
     t_start = float(process.t_min_sample if t0 is None else t0)
     if not t_max > t_start >= 0.0:
@@ -275,16 +278,16 @@ def _augmented_solver(
 
     velocity_fn = views.velocity_fn(process, model)
 
-    def field(t, state, eps):
-        y, _ = state
-        velocity = lambda z: velocity_fn(z, t)
-        if exact:
-            v, div = divergence_exact(velocity, y)
-        else:
-            v, div = divergence_hutchinson(velocity, y, eps)
-        return v, div
+    def solve(x, eps, condition):
+        def field(t, state, eps):
+            y, _ = state
+            velocity = lambda z: velocity_fn(z, t, condition)
+            if exact:
+                v, div = divergence_exact(velocity, y)
+            else:
+                v, div = divergence_hutchinson(velocity, y, eps)
+            return v, div
 
-    def solve(x, eps):
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(field),
             _ADAPTIVE_SOLVERS[solver](),

@@ -176,6 +176,7 @@ def sample_predictor_corrector(
     first_index: int | jax.Array = 0,
     step_size: str = "snr_batch",
     axis_name=None,
+    condition: jax.Array | None = None,
 ) -> SampleResult:
     """Draw `num_samples` examples with a predictor-corrector chain (see the module docstring).
 
@@ -196,6 +197,7 @@ def sample_predictor_corrector(
       step_size: the Langevin step rule, one of `STEP_SIZES` (module docstring).
       axis_name: mesh axis name(s) the sample set is split over when called inside
         `shard_map`; "snr_batch" averages its norms over them. Ignored by the other rules.
+      condition: None or int32 [N] class labels of the samples (passed to the model).
 
     Returns:
       `SampleResult` (samples [N, *shape], nfe [N], successful [N]).
@@ -222,7 +224,9 @@ def sample_predictor_corrector(
     shape = tuple(shape)
     grid = process.time_grid(num_steps)
     num_corrections = corrector_steps if corrector == "langevin" else 0
-    batch_score = jax.vmap(score_fn, in_axes=(0, None))
+    def batch_score(x, t):
+        return jax.vmap(score_fn, in_axes=(0, None, 0))(x, t, condition)
+
     fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
 
     def normals(keys, x):

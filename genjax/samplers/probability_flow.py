@@ -85,6 +85,7 @@ def sample_probability_flow(
     num_steps: int | None = None,
     first_index: int | jax.Array = 0,
     throw: bool = True,
+    condition: jax.Array | None = None,
 ) -> SampleResult:
     """Draw `num_samples` examples by solving the probability-flow ODE from prior draws.
 
@@ -99,6 +100,7 @@ def sample_probability_flow(
       num_steps: number of steps (fixed-step solvers only).
       first_index: global index of the first example drawn here (may be traced).
       throw: raise at run time if any example's solve failed (see the module docstring).
+      condition: None or int32 [N] class labels of the samples (passed to the model).
 
     Returns:
       `SampleResult` with samples [N, *shape], nfe [N] and successful [N].
@@ -106,7 +108,7 @@ def sample_probability_flow(
     solve = _probability_flow_solver(process, model, solver, rtol, atol, max_steps, num_steps)
     keys = example_keys(key, num_samples, first_index)
     x_T = sample_prior(process, keys, tuple(shape))
-    return _solve_all(solve, x_T, throw, f"probability-flow ODE ({solver}), max_steps={max_steps}")
+    return _solve_all(solve, x_T, condition, throw, f"probability-flow ODE ({solver}), max_steps={max_steps}")
 
 
 def solve_probability_flow(
@@ -119,18 +121,19 @@ def solve_probability_flow(
     max_steps: int = 4096,
     num_steps: int | None = None,
     throw: bool = True,
+    condition: jax.Array | None = None,
 ) -> SampleResult:
     """Map given prior draws x_T [N, *shape] at t_max to samples at t_min_sample.
 
     The deterministic part of `sample_probability_flow` (same arguments).
     """
     solve = _probability_flow_solver(process, model, solver, rtol, atol, max_steps, num_steps)
-    return _solve_all(solve, x_T, throw, f"probability-flow ODE ({solver}), max_steps={max_steps}")
+    return _solve_all(solve, x_T, condition, throw, f"probability-flow ODE ({solver}), max_steps={max_steps}")
 
 
-def _solve_all(solve, x_T, throw: bool, what: str) -> SampleResult:
+def _solve_all(solve, x_T, condition, throw: bool, what: str) -> SampleResult:
     """vmap the per-example solve over the batch; optionally raise if any example failed."""
-    samples, nfe, successful = jax.vmap(solve)(x_T)
+    samples, nfe, successful = jax.vmap(solve)(x_T, condition)
     if throw:
         samples = eqx.error_if(
             samples,
@@ -162,7 +165,7 @@ def _lookup(solver: str):
 
 
 def _probability_flow_solver(process, model, solver, rtol, atol, max_steps, num_steps):
-    """A per-example function x_T -> (x_{t_min}, nfe, successful)."""
+    """A per-example function (x_T, condition) -> (x_{t_min}, nfe, successful)."""
     solver_cls, _, _, adaptive = _lookup(solver)
     check_solver_options(rtol, atol, max_steps)
     t_max, t_min = float(process.t_max), float(process.t_min_sample)
@@ -184,10 +187,10 @@ def _probability_flow_solver(process, model, solver, rtol, atol, max_steps, num_
 
     velocity_fn = views.velocity_fn(process, model)
 
-    def velocity(t, x, args):
-        return velocity_fn(x, t)
+    def velocity(t, x, condition):
+        return velocity_fn(x, t, condition)
 
-    def solve(x_T):
+    def solve(x_T, condition):
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(velocity),
             solver_cls(),
@@ -195,6 +198,7 @@ def _probability_flow_solver(process, model, solver, rtol, atol, max_steps, num_
             t1=t1,
             dt0=dt0,
             y0=x_T,
+            args=condition,
             stepsize_controller=controller,
             saveat=diffrax.SaveAt(t1=True),
             max_steps=max_steps,

@@ -69,6 +69,7 @@ def sample_reverse_sde(
     num_steps: int,
     denoise_final: bool = True,
     first_index: int | jax.Array = 0,
+    condition: jax.Array | None = None,
 ) -> SampleResult:
     """Draw `num_samples` examples by Euler-Maruyama on the reverse-time SDE.
 
@@ -83,6 +84,8 @@ def sample_reverse_sde(
       denoise_final: return Tweedie's posterior mean D(x, t_min_sample) instead of x_{t_min}.
       first_index: global index of this call's first example (may be traced), so that a
         device or process can draw its slice of a global sample set.
+      condition: None (unconditional) or int32 [N] class labels of the samples, passed to
+        the model (eval mode).
 
     Returns:
       `SampleResult` with samples [N, *shape], nfe [N] (= num_steps (+1)) and successful [N].
@@ -98,23 +101,23 @@ def sample_reverse_sde(
     solve = _reverse_sde_solver(process, score_fn, shape, num_steps, denoise_final)
     keys = example_keys(key, num_samples, first_index)
     x_T = sample_prior(process, keys, shape)
-    samples, nfe, successful = jax.vmap(solve)(x_T, jax.vmap(noise_key)(keys))
+    samples, nfe, successful = jax.vmap(solve)(x_T, jax.vmap(noise_key)(keys), condition)
     return SampleResult(samples=samples, nfe=nfe, successful=successful)
 
 
 def _reverse_sde_solver(process, score_fn, shape, num_steps: int, denoise_final: bool):
-    """A per-example function (x_T, noise key) -> (x_out, nfe, successful)."""
+    """A per-example function (x_T, noise key, condition) -> (x_out, nfe, successful)."""
     t_max, t_min = float(process.t_max), float(process.t_min_sample)
     if not t_max > t_min >= 0.0:
         raise ValueError(f"need t_max > t_min_sample >= 0, got {t_max}, {t_min}")
     grid = process.time_grid(num_steps)
 
-    def drift(t, x):
-        return process.reverse_drift(x, t, score_fn(x, t))
-
     _, diffusion = forward_sde(process)  # the reverse SDE has the forward g(t) I
 
-    def solve(x_T, key):
+    def solve(x_T, key, condition):
+        def drift(t, x):
+            return process.reverse_drift(x, t, score_fn(x, t, condition))
+
         brownian = diffrax.UnsafeBrownianPath(shape=jax.ShapeDtypeStruct(shape, x_T.dtype), key=key)
         terms = sde_terms(drift, diffusion, brownian)
         sol = diffrax.diffeqsolve(
@@ -136,7 +139,7 @@ def _reverse_sde_solver(process, score_fn, shape, num_steps: int, denoise_final:
         nfe = sol.stats["num_steps"]
         successful = sol.result == diffrax.RESULTS.successful
         if denoise_final and t_min > 0.0:
-            x = denoised_from_score(x, score_fn(x, grid[-1]), *process.marginal_coefficients(grid[-1]))
+            x = denoised_from_score(x, score_fn(x, grid[-1], condition), *process.marginal_coefficients(grid[-1]))
             nfe = nfe + 1
             successful = successful & jnp.all(jnp.isfinite(x))
         return x, jnp.asarray(nfe, jnp.int32), successful

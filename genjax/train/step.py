@@ -16,8 +16,14 @@ import optax
 from genjax.samplers.prior import example_keys
 from genjax.train.state import TrainState, ema_update
 
-# loss_fn(params, batch [B, ...], example_keys [B]) -> scalar mean over the batch
-LossFn = Callable[[object, jax.Array, jax.Array], jax.Array]
+# loss_fn(params, batch, example_keys [B]) -> scalar mean over the batch; a batch is the data
+# stream's dict {"x": [B, *shape], "label": [B] if labelled}.
+LossFn = Callable[[object, dict, jax.Array], jax.Array]
+
+
+def batch_size(batch) -> int:
+    """B, the leading axis of every array of the batch."""
+    return jax.tree.leaves(batch)[0].shape[0]
 
 
 def _loss_and_grads(loss_fn: LossFn, params, batch, keys, grad_accum_steps: int):
@@ -29,10 +35,11 @@ def _loss_and_grads(loss_fn: LossFn, params, batch, keys, grad_accum_steps: int)
     """
     if grad_accum_steps == 1:
         return jax.value_and_grad(loss_fn)(params, batch, keys)
-    batch_size = batch.shape[0]
+    size = batch_size(batch)
 
-    def split(x):
-        return jnp.swapaxes(x.reshape((batch_size // grad_accum_steps, grad_accum_steps) + x.shape[1:]), 0, 1)
+    def split(tree):
+        return jax.tree.map(
+            lambda x: jnp.swapaxes(x.reshape((size // grad_accum_steps, grad_accum_steps) + x.shape[1:]), 0, 1), tree)
 
     def accumulate(carry, micro):
         loss_sum, grad_sum = carry
@@ -46,7 +53,7 @@ def _loss_and_grads(loss_fn: LossFn, params, batch, keys, grad_accum_steps: int)
 
 def train_step(
     state: TrainState,
-    batch: jax.Array,
+    batch: dict,
     *,
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
@@ -55,7 +62,7 @@ def train_step(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer update on the global batch, plus the EMA of the parameters."""
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    keys = example_keys(step_key, batch.shape[0])
+    keys = example_keys(step_key, batch_size(batch))
     loss, grads = _loss_and_grads(loss_fn, state.params, batch, keys, grad_accum_steps)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -67,11 +74,11 @@ def train_step(
     )
     # Non-finite inputs are counted here and checked on the host with the loss (no extra sync).
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
-               "nonfinite_inputs": jnp.sum(~jnp.isfinite(batch)).astype(jnp.int32)}
+               "nonfinite_inputs": jnp.sum(~jnp.isfinite(batch["x"])).astype(jnp.int32)}
     return new_state, metrics
 
 
-def train_steps(state: TrainState, batches: jax.Array, **step_options) -> tuple[TrainState, dict[str, jax.Array]]:
-    """k consecutive train steps in one dispatch (`lax.scan` over batches [k, B, ...]);
+def train_steps(state: TrainState, batches: dict, **step_options) -> tuple[TrainState, dict[str, jax.Array]]:
+    """k consecutive train steps in one dispatch (`lax.scan` over batches, every array [k, B, ...]);
     metrics come back stacked [k]. Same result as k calls of `train_step`."""
     return jax.lax.scan(lambda s, b: train_step(s, b, **step_options), state, batches)
