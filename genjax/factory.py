@@ -18,6 +18,7 @@ from genjax.data.checkerboard_oracle import perturbed_checkerboard_log_prob_fn, 
 from genjax.data.gaussian_mixture import perturbed_log_prob_fn, perturbed_score_fn
 from genjax.nets.concatsquash import ConcatSquashMLP
 from genjax.nets.mlp import TimeConditionedMLP
+from genjax.nets.unet import DDPMpp, NCSNpp, SongUNet
 from genjax.objectives.maximum_likelihood import cnf_maximum_likelihood_loss
 from genjax.objectives.flow_matching import conditional_flow_matching_loss
 from genjax.objectives.poisson_field import poisson_field_loss
@@ -142,6 +143,9 @@ PARAMETRIZATIONS: Mapping[str, Callable] = {
 NETWORKS: Mapping[str, type] = {
     "mlp": TimeConditionedMLP,
     "concatsquash": ConcatSquashMLP,
+    "ddpmpp": DDPMpp,
+    "ncsnpp": NCSNpp,
+    "song_unet": SongUNet,
 }
 
 # Each objective: (model, process, batch, example_keys, **kwargs) -> scalar loss; `model` is
