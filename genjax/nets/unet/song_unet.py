@@ -169,12 +169,16 @@ class SongUNet(nn.Module):
         )(noise_level, condition, train)
         emb = emb.astype(dtype)
 
+        # Explicit names: the parameter tree (and a checkpoint) is the same with and without remat.
         block_cls = nn.remat(ResidualBlock, static_argnums=(3,)) if self.remat else ResidualBlock
+        num_blocks_built = []
 
         def block(h, channels, resample=None):
-            return block_cls(channels, resample=resample, resample_filter=tuple(self.resample_filter),
-                             dropout=self.dropout, skip_rescale=self.skip_rescale, init_scale=self.init_scale,
-                             dtype=dtype)(h, emb, train)
+            name = f"ResidualBlock_{len(num_blocks_built)}"
+            num_blocks_built.append(name)
+            return block_cls(channels, resample=resample, resample_filter=self.resample_filter, dropout=self.dropout,
+                             skip_rescale=self.skip_rescale, init_scale=self.init_scale, dtype=dtype,
+                             name=name)(h, emb, train)
 
         def attention(h):
             return AttentionBlock(skip_rescale=self.skip_rescale, init_scale=self.init_scale, dtype=dtype)(h)
