@@ -72,6 +72,23 @@ def test_named_networks_map_images_to_float32_images_of_the_same_shape(name, pyr
     assert out.shape == x.shape and out.dtype == jnp.float32
 
 
+def test_attention_sits_at_the_attention_resolutions_and_in_the_middle():
+    """Equal widths at every level, so only the placement (not the parameter count) is seen:
+    after each encoder block and after the last decoder block of a level whose resolution is
+    listed, and once in the middle (lowest resolution)."""
+    network = SongUNet(model_channels=16, channel_mult=(1, 1, 1), num_blocks=2, attn_resolutions=(8,))
+    x, sigma = images(size=16), jnp.ones((2,))
+
+    def attention_outputs():
+        _, state = network.apply(network.init(KEYS, x, sigma), x, sigma, mutable=["intermediates"],
+                                 capture_intermediates=lambda module, _: isinstance(module, AttentionBlock))
+        return state["intermediates"]
+
+    captured = jax.eval_shape(attention_outputs)
+    resolutions = [captured[f"AttentionBlock_{i}"]["__call__"][0].shape[1] for i in range(len(captured))]
+    assert resolutions == [8, 8, 4, 8]
+
+
 def test_out_channels_sets_the_output_width():
     network = SongUNet(**TINY, out_channels=4)
     x, sigma = images(), jnp.ones((2,))
@@ -82,9 +99,11 @@ def test_untrained_network_outputs_about_zero():
     """The output layer starts at ~0 (score_sde's init_scale=0, EDM's init_zero)."""
     x, sigma = images(), jnp.array([0.5, 2.0])
     network = SongUNet(model_channels=16, channel_mult=(1,), num_blocks=1, attn_resolutions=())
-    for init_scale, bound in [(0.0, lambda out: out < 1e-3), (1.0, lambda out: out > 0.1)]:
-        variables = jax.jit(network.clone(init_scale=init_scale).init)(KEYS, x, sigma)
-        assert bound(largest_difference(run(network, variables, x, sigma), 0.0))
+    variables = jax.jit(network.init)(KEYS, x, sigma)
+    assert largest_difference(run(network, variables, x, sigma), 0.0) < 1e-3
+    # Only the layers that close a branch start at ~0: the first convolution does not.
+    params = variables["params"]
+    assert float(jnp.std(params["Conv_0"]["kernel"])) > 0.05 and float(jnp.std(params["Conv_1"]["kernel"])) < 1e-4
 
 
 @pytest.mark.parametrize("skip_rescale, factor", [(True, 1 / math.sqrt(2.0)), (False, 1.0)])
@@ -97,7 +116,8 @@ def test_untrained_blocks_are_the_rescaled_identity(skip_rescale, factor):
     np.testing.assert_allclose(attention.apply(attention.init(KEYS, x), x), factor * x, atol=1e-4)
 
 
-@pytest.mark.parametrize("network", [DDPMpp(**TINY), NCSNpp(**TINY)], ids=["positional", "fourier"])
+@pytest.mark.parametrize("network", [DDPMpp(**TINY), NCSNpp(**TINY, scale_output_by_noise_level=False)],
+                         ids=["positional", "fourier"])
 def test_output_depends_on_each_example_s_own_noise_level(network):
     x = images()
     variables = variables_like(network, x, jnp.ones((2,)))
@@ -115,7 +135,7 @@ def test_scale_output_by_noise_level_divides_by_it():
     np.testing.assert_allclose(run(scaled, variables, x, sigma) * sigma[:, None, None, None], plain, rtol=1e-5, atol=1e-6)
 
 
-CONDITIONAL = SongUNet(**TINY, num_classes=3)
+CONDITIONAL = SongUNet(**TINY, num_classes=3, dropout=0.0, label_dropout=0.5)
 
 
 def test_class_label_changes_the_output_of_its_example_only():
@@ -130,7 +150,7 @@ def test_class_label_changes_the_output_of_its_example_only():
 def test_dropped_labels_use_the_null_label_of_condition_none():
     """label_dropout draws from the "dropout" rng when training; a dropped label is the null
     label (a zero one-hot, i.e. the label layer's bias), the one condition=None uses."""
-    network = CONDITIONAL.clone(dropout=0.0, label_dropout=0.5)
+    network = CONDITIONAL
     x, sigma, labels = images(), jnp.ones((2,)), jnp.array([1, 2])
     variables = variables_like(network, x, sigma, labels)
     conditioned = run(network, variables, x, sigma, labels)
@@ -144,14 +164,15 @@ def test_dropped_labels_use_the_null_label_of_condition_none():
             assert is_null or largest_difference(trained[i], conditioned[i]) < 1e-5
             dropped.append(is_null)
     assert 0 < sum(dropped) < len(dropped)
-    always = network.clone(label_dropout=1.0)
-    np.testing.assert_allclose(run(always, variables, x, sigma, labels, train=True, key=jax.random.key(0)), null,
-                               atol=1e-5)
-    np.testing.assert_allclose(run(always, variables, x, sigma, labels), conditioned, atol=1e-6)
+
+
+# One network for the dropout, bf16 and remat checks, so that they share compiled programs.
+DROPOUT = DDPMpp(**TINY, dropout=0.5)
 
 
 def test_dropout_only_in_training_and_from_the_dropout_key():
-    network = SongUNet(**TINY, dropout=0.5)
+    """Evaluation needs no "dropout" rng (a dropout layer left on would ask for one)."""
+    network = DROPOUT
     x, sigma = images(), jnp.ones((2,))
     variables = variables_like(network, x, sigma)
 
@@ -161,8 +182,6 @@ def test_dropout_only_in_training_and_from_the_dropout_key():
     np.testing.assert_array_equal(trained(5), trained(5))
     assert largest_difference(trained(5), trained(6)) > 1e-2
     evaluated = run(network, variables, x, sigma)
-    undropped = run(network.clone(dropout=0.0), variables, x, sigma, train=True, key=jax.random.key(5))
-    np.testing.assert_allclose(evaluated, undropped, atol=1e-6)
     assert largest_difference(evaluated, trained(5)) > 1e-2
 
 
@@ -174,27 +193,25 @@ def test_bfloat16_compute_is_within_bfloat16_precision_of_float32():
     """Same float32 parameters; bf16 compute moves the output by about bf16's resolution
     (2^-8 per operation, ~1e-2 through the network), not more and not by zero. The noise
     level (999 t) and its embedding stay float32: in bf16, 999 t would be off by up to 1."""
-    network = DDPMpp(**TINY, dropout=0.1)
+    network = DROPOUT
     x, t = images(), jnp.array([0.3137, 0.7071])
     variables = variables_like(network, x, t)
     half = network.clone(dtype="bfloat16")
     out, out_half = run(network, variables, x, t), run(half, variables, x, t)
     assert out_half.dtype == jnp.float32
     assert 1e-3 < _relative(out_half, out) < 3e-2
-    key = jax.random.key(7)
-    loss = run(network, variables, x, t, train=True, key=key)
-    loss_half = run(half, variables, x, t, train=True, key=key)
-    assert 1e-3 < _relative(loss_half, loss) < 3e-2
+    loss, loss_half = (jnp.mean((y - x) ** 2) for y in (out, out_half))
+    assert abs(float(loss_half / loss) - 1) < 1e-2
 
 
 def test_remat_changes_neither_the_parameters_nor_the_training_output():
-    network = NCSNpp(**TINY, dropout=0.1)
+    network = DROPOUT
     rematerialised = network.clone(remat=True)
-    x, sigma = images(), jnp.array([0.5, 2.0])
+    x, sigma = images(), jnp.ones((2,))
     shapes = [jax.eval_shape(lambda m=m: m.init(KEYS, x, sigma)) for m in (network, rematerialised)]
     assert jax.tree.structure(shapes[0]) == jax.tree.structure(shapes[1])
     variables = variables_like(network, x, sigma)
-    key = jax.random.key(7)
+    key = jax.random.key(5)
     np.testing.assert_allclose(run(rematerialised, variables, x, sigma, train=True, key=key),
                                run(network, variables, x, sigma, train=True, key=key), rtol=1e-6, atol=1e-6)
 
