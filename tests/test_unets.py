@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from genjax import factory
+from genjax.nets.embeddings import sinusoidal_embedding
 from genjax.nets.unet import DDPMpp, NCSNpp, SongUNet, resampling
 from genjax.nets.unet.blocks import AttentionBlock, ResidualBlock
 
@@ -273,3 +274,14 @@ def test_bad_attributes_are_config_errors_naming_the_field(kwargs, message):
     config = ml_collections.ConfigDict({"model": {"name": "song_unet", "kwargs": kwargs}})
     with pytest.raises(factory.ConfigError, match=message):
         factory.build_network(config)
+
+
+def test_positional_features_are_score_sde_s_timestep_embedding():
+    """score_sde's get_timestep_embedding (EDM's endpoint=True): frequencies 10^(-4 i / (h - 1)),
+    from 1 down to exactly 1e-4, features [sin, cos] (the network swaps the halves)."""
+    t = jnp.array([0.5, 321.0])
+    half = 8
+    frequencies = 1e-4 ** (np.arange(half) / (half - 1))
+    angles = np.asarray(t)[:, None] * frequencies
+    np.testing.assert_allclose(sinusoidal_embedding(t, 2 * half, endpoint=True),
+                               np.concatenate([np.cos(angles), np.sin(angles)], axis=1), atol=2e-5)

@@ -171,11 +171,11 @@ class SongUNet(nn.Module):
 
         # Explicit names: the parameter tree (and a checkpoint) is the same with and without remat.
         block_cls = nn.remat(ResidualBlock, static_argnums=(3,)) if self.remat else ResidualBlock
-        num_blocks_built = []
+        block_names = []
 
         def block(h, channels, resample=None):
-            name = f"ResidualBlock_{len(num_blocks_built)}"
-            num_blocks_built.append(name)
+            name = f"ResidualBlock_{len(block_names)}"
+            block_names.append(name)
             return block_cls(channels, resample=resample, resample_filter=self.resample_filter, dropout=self.dropout,
                              skip_rescale=self.skip_rescale, init_scale=self.init_scale, dtype=dtype,
                              name=name)(h, emb, train)
