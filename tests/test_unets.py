@@ -12,7 +12,7 @@ import pytest
 from genjax import factory
 from genjax.nets.embeddings import sinusoidal_embedding
 from genjax.nets.unet import DDPMpp, NCSNpp, SongUNet, resampling
-from genjax.nets.unet.blocks import AttentionBlock, ResidualBlock
+from genjax.nets.unet.blocks import AttentionBlock, ConvDownsample, ResidualBlock
 
 TINY = dict(model_channels=16, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,))
 KEYS = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
@@ -285,3 +285,18 @@ def test_positional_features_are_score_sde_s_timestep_embedding():
     angles = np.asarray(t)[:, None] * frequencies
     np.testing.assert_allclose(sinusoidal_embedding(t, 2 * half, endpoint=True),
                                np.concatenate([np.cos(angles), np.sin(angles)], axis=1), atol=2e-5)
+
+
+def test_fused_conv_downsample_is_blur_then_strided_conv_as_score_sde_computes_it():
+    """score_sde's conv_downsample_2d: pad by 2, blur with k at full resolution, then a 3x3
+    convolution with stride 2; ConvDownsample convolves first and blurs with stride."""
+    x = images(size=8, channels=2)
+    layer = ConvDownsample(3, (1, 3, 3, 1))
+    params = layer.init(KEYS, x)["params"]["Conv_0"]
+    padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    blur = jnp.tile(jnp.asarray(resampling.filter_2d((1, 3, 3, 1)))[:, :, None, None], (1, 1, 1, 2))
+    blurred = jax.lax.conv_general_dilated(padded, blur, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                           feature_group_count=2)
+    reference = jax.lax.conv_general_dilated(blurred, params["kernel"], (2, 2), "VALID",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["bias"]
+    np.testing.assert_allclose(layer.apply({"params": {"Conv_0": params}}, x), reference, atol=1e-5)

@@ -90,3 +90,21 @@ class AttentionBlock(nn.Module):
         attended = jnp.einsum("bqk,bkc->bqc", weights, v).reshape(batch, height, width, channels)
         out = x + dense(channels, self.dtype, init_scale=self.init_scale, name="proj")(attended)
         return out / math.sqrt(2.0) if self.skip_rescale else out
+
+
+class ConvDownsample(nn.Module):
+    """StyleGAN2's fused 3x3 convolution + FIR down-sampling (score_sde's conv_downsample_2d,
+    EDM's fused_resample), x [B, H, W, C] -> [B, H / 2, W / 2, features]: the convolution,
+    zero-padded by 1 + (K - 1) // 2, is evaluated at full resolution and the filter then
+    strides over it unpadded, so border pixels see the fused op's zero padding (a SAME conv
+    followed by a padded `resampling.downsample` would not)."""
+
+    features: int
+    resample_filter: Sequence[int] = (1, 3, 3, 1)
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        p = 1 + (len(self.resample_filter) - 1) // 2
+        h = conv(self.features, 3, self.dtype, padding=((p, p), (p, p)))(x)
+        return resampling.downsample(h, self.resample_filter, pad=False)

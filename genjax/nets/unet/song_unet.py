@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax.nets.unet import resampling
-from genjax.nets.unet.blocks import AttentionBlock, ResidualBlock
+from genjax.nets.unet.blocks import AttentionBlock, ConvDownsample, ResidualBlock
 from genjax.nets.unet.conditioning import EMBEDDINGS, NoiseLabelEmbedding
 from genjax.nets.unet.layers import conv, group_norm
 
@@ -203,7 +203,7 @@ class SongUNet(nn.Module):
                     aux = resampling.downsample(aux, self.resample_filter)
                     h = h + conv(h.shape[-1], 1, dtype)(aux)
                 elif self.progressive_input == "residual":
-                    aux = h = rescale(h + self._conv_down(aux, h.shape[-1], dtype))
+                    aux = h = rescale(h + ConvDownsample(h.shape[-1], self.resample_filter, dtype)(aux))
                 skips.append(h)
 
         h = attention(block(h, h.shape[-1]))
@@ -230,14 +230,6 @@ class SongUNet(nn.Module):
     def _output_layer(self, h, out_channels, dtype):
         return conv(out_channels, 3, dtype, init_scale=self.init_scale)(nn.silu(group_norm(h.shape[-1], dtype)(h)))
 
-    def _conv_down(self, x, channels, dtype):
-        """StyleGAN2's fused conv + FIR down-sampling (score_sde's conv_downsample_2d, EDM's
-        fused_resample): the 3x3 convolution, zero-padded by 1 + (K - 1) // 2, is evaluated at
-        full resolution and the filter then strides over it unpadded, so the border pixels see
-        the same zero padding as the fused op."""
-        p = 1 + (len(self.resample_filter) - 1) // 2
-        h = conv(channels, 3, dtype, padding=((p, p), (p, p)))(x)
-        return resampling.downsample(h, self.resample_filter, pad=False)
 
 
 class DDPMpp(SongUNet):
