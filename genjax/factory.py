@@ -19,6 +19,7 @@ from genjax.data.gaussian_mixture import perturbed_log_prob_fn, perturbed_score_
 from genjax.data.images import datasets as image_datasets
 from genjax.nets.concatsquash import ConcatSquashMLP
 from genjax.nets.mlp import TimeConditionedMLP
+from genjax.nets.unet import DDPMpp, NCSNpp, SongUNet
 from genjax.objectives.maximum_likelihood import cnf_maximum_likelihood_loss
 from genjax.objectives.flow_matching import conditional_flow_matching_loss
 from genjax.objectives.poisson_field import poisson_field_loss
@@ -150,6 +151,9 @@ PARAMETRIZATIONS: Mapping[str, Callable] = {
 NETWORKS: Mapping[str, type] = {
     "mlp": TimeConditionedMLP,
     "concatsquash": ConcatSquashMLP,
+    "ddpmpp": DDPMpp,
+    "ncsnpp": NCSNpp,
+    "song_unet": SongUNet,
 }
 
 # Each objective: (model, process, batch, example_keys, **kwargs) -> scalar loss; `batch` is the
