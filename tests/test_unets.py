@@ -64,7 +64,7 @@ def largest_difference(a, b):
 @pytest.mark.parametrize("name", ["ddpmpp", "ncsnpp", "song_unet"])
 @pytest.mark.parametrize("pyramids", [("none", "none"), ("input_skip", "output_skip"), ("residual", "none")])
 def test_named_networks_map_images_to_float32_images_of_the_same_shape(name, pyramids):
-    config = ml_collections.ConfigDict({"model": {"name": name, "kwargs": dict(
+    config = ml_collections.ConfigDict({"model": {"name": name, "num_classes": 0, "kwargs": dict(
         TINY, progressive_input=pyramids[0], progressive=pyramids[1])}})
     network = factory.build_network(config)
     x, sigma = images(), jnp.array([0.5, 2.0])
@@ -271,7 +271,7 @@ def test_bad_inputs_are_refused_with_one_line(x_shape, noise_shape, condition, m
     (dict(channel_mult=()), "channel_mult"),
 ])
 def test_bad_attributes_are_config_errors_naming_the_field(kwargs, message):
-    config = ml_collections.ConfigDict({"model": {"name": "song_unet", "kwargs": kwargs}})
+    config = ml_collections.ConfigDict({"model": {"name": "song_unet", "num_classes": 0, "kwargs": kwargs}})
     with pytest.raises(factory.ConfigError, match=message):
         factory.build_network(config)
 
