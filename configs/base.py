@@ -7,6 +7,8 @@ Sections: data, process, model, objective, optimizer, training, mesh, sampling, 
 """
 import ml_collections
 
+from genjax.data.images.datasets import default_data_fields
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -15,6 +17,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict()
     config.data.name = "checkerboard"
     config.data.num_train_examples = 1 << 16  # drawn once from the data key, then shuffled per epoch
+    # Image datasets (data.name digits | tfds | image_folder; genjax/data/images/datasets.py):
+    # tfds_name, folder, split, data_dir, image_key, label_key ("" = unlabelled), channels,
+    # resolution (the image size; others are centre-cropped and resized), random_flip, in_memory.
+    config.data.update(default_data_fields())
 
     config.process = ml_collections.ConfigDict()
     config.process.name = "vp"
@@ -84,6 +90,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.evaluate.samplers = "euler_maruyama,probability_flow"  # comma-separated
     config.evaluate.num_samples = 10_000
     config.evaluate.nll_num_points = 2_000  # held-out points for the probability-flow NLL; 0 skips it
+    config.evaluate.reference_split = "test"  # image datasets: the held-out split (NLL in bits/dim, sample metrics)
     config.evaluate.likelihood = ml_collections.ConfigDict(
         {"divergence": "exact", "probe": "rademacher", "num_probes": 1, "solver": "tsit5",
          "rtol": 1e-5, "atol": 1e-5, "max_steps": 4096}

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax import factory
+from genjax.data.images.datasets import ImageDataset
 from genjax.data.stream import ArrayStream
 from genjax.factory import ConfigError
 from genjax.processes import views
@@ -36,7 +37,7 @@ from genjax.train.state import TrainState, create_train_state
 from genjax.train.step import train_step, train_steps
 
 # Independent streams of randomness, all derived from config.seed.
-KEY_PURPOSES = ("init", "train", "data", "sample", "reference_data", "metrics")
+KEY_PURPOSES = ("init", "train", "data", "sample", "reference_data", "metrics", "dequantization")
 
 
 def derive_key(seed: int, purpose: str) -> jax.Array:
@@ -148,6 +149,9 @@ class Experiment:
     optimizer: Any
     mesh: jax.sharding.Mesh
     data_shape: tuple[int, ...]
+    # An image dataset (genjax.data.images) streams from its tfds source instead of drawing
+    # from dataset_fn; None for the in-memory toy sets.
+    image_dataset: Any = None
 
     # --- the model as functions -----------------------------------------------------------
     @property
@@ -261,7 +265,16 @@ class Experiment:
         data = as_batch(self.dataset_fn(key, self.config.data.num_train_examples))
         return {name: np.asarray(data[name]) for name in self.batch_keys}
 
-    def train_stream(self) -> ArrayStream:
+    def train_stream(self):
+        """The training stream (ArrayStream for toy sets, ImageStream for image datasets): batch
+        `step` is a pure function of (seed, step), this process's share only."""
+        if self.image_dataset is not None:
+            stream = self.image_dataset.stream(self.config, jax.process_index(), jax.process_count())
+            channels = stream.source.image_shape[-1]
+            if channels != self.data_shape[-1]:
+                raise ConfigError(f"data.channels={self.data_shape[-1]}: {stream.source.identity} has {channels}-channel "
+                                  f"images; set data.channels={channels}")
+            return stream
         return ArrayStream(
             self.training_data(),
             self.config.training.batch_size,
@@ -272,9 +285,25 @@ class Experiment:
 
     def reference_batch(self, num: int) -> dict[str, np.ndarray]:
         """Fresh draws from the true distribution, independent of the training set, as a batch
-        dict (labels only for a conditional model)."""
+        dict (labels only for a conditional model). For an image dataset: `num` examples of the
+        held-out split config.evaluate.reference_split, in an order drawn from the seed (all of
+        them if the split is smaller)."""
+        if self.image_dataset is not None:
+            return self._held_out_images(num)
         data = as_batch(self.dataset_fn(derive_key(self.config.seed, "reference_data"), num))
         return {name: np.asarray(data[name]) for name in self.batch_keys}
+
+    def _held_out_images(self, num: int) -> dict[str, np.ndarray]:
+        from genjax.data.images.stream import ImageStream
+
+        data = self.config.data.copy_and_resolve_references()
+        with data.unlocked():
+            data.split = self.config.evaluate.reference_split
+        source = self.image_dataset.source(data)
+        stream = ImageStream(source, min(num, source.num_examples), self.config.seed, resolution=int(data.resolution),
+                             image_key=data.image_key, label_key=data.label_key)
+        batch = stream.local_batch(0)
+        return {name: batch[name] for name in self.batch_keys}
 
     def reference_data(self, num: int) -> np.ndarray:
         """The "x" of `reference_batch`."""
@@ -300,6 +329,19 @@ class Experiment:
 def as_batch(data) -> dict:
     """A dataset's output as a batch dict: a bare array is {"x": array}."""
     return data if isinstance(data, dict) else {"x": data}
+
+
+def image_data_shape(config) -> tuple[int, int, int]:
+    """(H, W, C) of an image dataset's batches, from the config alone (so that --mode=compile
+    needs no data): data.resolution square images with data.channels channels. The stream
+    checks, when it opens the data, that they match."""
+    data = config.data
+    if not (isinstance(data.resolution, int) and data.resolution > 0):
+        raise ConfigError(f"data.resolution={data.resolution!r}: an image dataset needs the image size, e.g. "
+                          f"data.resolution=32 for CIFAR-10 (images of another size are centre-cropped and resized)")
+    if data.channels not in (1, 3):
+        raise ConfigError(f"data.channels={data.channels!r} must be 1 (grey) or 3 (RGB)")
+    return (data.resolution, data.resolution, data.channels)
 
 
 def build_experiment(config, devices=None) -> Experiment:
@@ -341,7 +383,8 @@ def build_experiment(config, devices=None) -> Experiment:
         )
     if training.batch_size % jax.process_count():
         raise ConfigError(f"training.batch_size must divide over {jax.process_count()} processes")
-    if training.batch_size > config.data.num_train_examples:
+    image_dataset = dataset_fn if isinstance(dataset_fn, ImageDataset) else None
+    if image_dataset is None and training.batch_size > config.data.num_train_examples:
         raise ConfigError(
             f"training.batch_size={training.batch_size} exceeds data.num_train_examples={config.data.num_train_examples}"
         )
@@ -349,13 +392,17 @@ def build_experiment(config, devices=None) -> Experiment:
     optimizer = make_optimizer(total_steps=training.num_steps, **factory.check_kwargs(
         make_optimizer, config.optimizer, "optimizer", ("total_steps",)))
     num_classes = config.model.num_classes
-    example = as_batch(jax.eval_shape(lambda k: dataset_fn(k, 1), jax.random.key(0)))
-    if num_classes and "label" not in example:
+    if image_dataset is not None:
+        data_shape, labelled = image_data_shape(config), bool(config.data.label_key)
+    else:
+        example = as_batch(jax.eval_shape(lambda k: dataset_fn(k, 1), jax.random.key(0)))
+        data_shape, labelled = tuple(example["x"].shape[1:]), "label" in example
+    if num_classes and not labelled:
         raise ConfigError(f"model.num_classes={num_classes} makes the model class-conditional, and data.name="
                           f"{config.data.name!r} has no labels; set model.num_classes=0 or use a labelled dataset")
-    data_shape = tuple(example["x"].shape[1:])
     _check_options_by_tracing(config, process, objective, data_shape)
-    experiment = Experiment(config, process, network, dataset_fn, objective, optimizer, mesh, data_shape)
+    experiment = Experiment(config, process, network, dataset_fn, objective, optimizer, mesh, data_shape,
+                            image_dataset)
     try:
         experiment.state_shapes
     except (ValueError, TypeError, ArithmeticError) as error:

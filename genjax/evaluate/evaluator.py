@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from genjax import workdir as workdir_lib
+from genjax.evaluate.bits_per_dim import LN2, bits_per_dim_offset, dequantize
 from genjax.evaluate.likelihood import negative_log_likelihood
 from genjax.evaluate.sampling import draw, write_sample_set
 from genjax.evaluate.two_sample import sample_quality
@@ -32,14 +33,20 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
     if config.evaluate.nll_num_points:
         held_out_batch = experiment.reference_batch(config.evaluate.nll_num_points)
         held_out = held_out_batch["x"]
+        if experiment.image_dataset is not None:  # 8-bit pixels: the density of dequantised points
+            held_out = dequantized_images(held_out, derive_key(config.seed, "dequantization"))
         nll = negative_log_likelihood(experiment, params, held_out, dict(config.evaluate.likelihood),
                                       condition=held_out_batch.get("label"))
         prior_log_prob = jax.vmap(experiment.process.prior_log_prob)(held_out)
         nll["prior_nll_nats_per_dim"] = float(-prior_log_prob.mean() / np.prod(held_out.shape[1:]))
+        if experiment.image_dataset is not None:
+            add_bits_per_dim(nll)
     if jax.process_index() != 0:
         return None
-    reference = experiment.reference_data(2 * num)
-    reference, second_reference = reference[:num], reference[num:]
+    # A held-out image split may hold fewer than 2 num examples: then both halves are smaller.
+    reference = flattened(experiment.reference_data(2 * num))
+    half = min(num, len(reference) // 2)
+    reference, second_reference = reference[:half], reference[half:2 * half]
     metrics_key = derive_key(config.seed, "metrics")
     # One prior draw per example key (a non-factorised prior, e.g. PFGM++'s, is per example).
     prior_keys = example_keys(derive_key(config.seed, "sample"), num)
@@ -47,11 +54,11 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
 
     results = {"step": int(step), "num_samples": num, "dataset": config.data.name,
                "baselines": {"data_vs_data": sample_quality(metrics_key, second_reference, reference),
-                             "prior_vs_data": sample_quality(metrics_key, prior, reference)},
+                             "prior_vs_data": sample_quality(metrics_key, flattened(prior), reference)},
                "samplers": {}}
     for name, drawn in drawn_by_sampler.items():
         npz_file, png_file = write_sample_set(workdir, step, name, drawn, reference)
-        quality = sample_quality(metrics_key, drawn["samples"], reference)
+        quality = sample_quality(metrics_key, flattened(drawn["samples"]), reference)
         results["samplers"][name] = {
             **quality,
             "nfe_mean": float(drawn["nfe"].mean()),
@@ -64,6 +71,31 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
         results["likelihood"] = nll
     workdir_lib.write_json(workdir_lib.resolve(workdir) / "eval" / f"step_{step}.json", results)
     return results
+
+
+def flattened(points: np.ndarray) -> np.ndarray:
+    """[n, *shape] -> [n, prod(shape)]: the two-sample distances compare vectors (for images a
+    rough pixel-space measure; the image metrics proper are FID-type features)."""
+    points = np.asarray(points)
+    return points.reshape(len(points), -1)
+
+
+def dequantized_images(images: np.ndarray, key: jax.Array) -> np.ndarray:
+    """Held-out images in [-1, 1] (pixels k / 127.5 - 1) back to their 8-bit k, then
+    dequantised uniformly within their bins, x = -1 + (k + u) / 128 (genjax.evaluate.
+    bits_per_dim, map (1)); example i uses fold_in(key, i)."""
+    pixels = np.rint((np.asarray(images, np.float64) + 1.0) * 127.5).astype(np.int32)
+    keys = example_keys(key, len(pixels))
+    return np.asarray(jax.vmap(dequantize)(keys, pixels))
+
+
+def add_bits_per_dim(nll: dict) -> None:
+    """Bits/dim of 8-bit data from the NLL in nats/dim of dequantised points in [-1, 1]:
+    nats / ln 2 + log2(256 / 2) (genjax.evaluate.bits_per_dim, eq. (3); 7 bits of offset)."""
+    offset = bits_per_dim_offset(256, (-1.0, 1.0))
+    nll["bits_per_dim"] = nll["nll_nats_per_dim"] / LN2 + offset
+    nll["bits_per_dim_standard_error"] = nll["nll_standard_error"] / LN2
+    nll["prior_bits_per_dim"] = nll["prior_nll_nats_per_dim"] / LN2 + offset
 
 
 def format_table(results: dict) -> str:
@@ -81,6 +113,9 @@ def format_table(results: dict) -> str:
             f"{nll['nll_standard_error']:.4f} nats/dim (probability-flow ODE, mean NFE {nll['nfe_mean']:.1f}, "
             f"{nll['failed_points']} failed solves; the prior alone: {nll['prior_nll_nats_per_dim']:.4f})"
         )
+        if "bits_per_dim" in nll:
+            lines.append(f"  = {nll['bits_per_dim']:.4f} +- {nll['bits_per_dim_standard_error']:.4f} bits/dim of the "
+                         f"8-bit images, uniformly dequantised (the prior alone: {nll['prior_bits_per_dim']:.4f})")
         if nll["failed_points"]:
             lines.append(
                 f"NLL not available: the ODE solve failed for {nll['failed_points']} of {nll['num_points']} points; "

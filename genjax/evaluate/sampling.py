@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from genjax import factory, workdir as workdir_lib
+from genjax.evaluate.image_grid import save_image_grid
 from genjax.evaluate.plots import save_samples_figure
 from genjax.experiment import Experiment, derive_key
 from genjax.train.parallel import BATCH_AXES, data_parallel_size
@@ -90,6 +91,10 @@ def write_sample_set(workdir, step: int, sampler_name: str, drawn: dict, referen
     buffer = io.BytesIO()
     np.savez(buffer, samples=drawn["samples"], nfe=drawn["nfe"])
     workdir_lib.write_bytes(directory / f"{stem}.npz", buffer.getvalue())
-    title = f"{sampler_name}, step {step}, mean NFE {drawn['nfe'].mean():.1f}"
-    save_samples_figure(directory / f"{stem}.png", reference, drawn["samples"], title=title)
+    if drawn["samples"].ndim == 4:  # images [n, H, W, C]: a grid, each pixel at least 1/32 of a 256-pixel tile
+        height = drawn["samples"].shape[1]
+        save_image_grid(directory / f"{stem}.png", drawn["samples"][:256], scale=max(1, 32 // height))
+    else:
+        title = f"{sampler_name}, step {step}, mean NFE {drawn['nfe'].mean():.1f}"
+        save_samples_figure(directory / f"{stem}.png", reference, drawn["samples"], title=title)
     return f"samples/{stem}.npz", f"samples/{stem}.png"

@@ -27,30 +27,56 @@ def filter_2d(resample_filter: Sequence[float]) -> np.ndarray:
     return np.outer(f, f) / f.sum() ** 2
 
 
-def _depthwise(x: jax.Array, kernel: np.ndarray, *, stride: int, lhs_dilation: int, padding) -> jax.Array:
-    channels = x.shape[-1]
-    # A true convolution (the filter flipped, as upfirdn2d does); [K, K, 1, C] for a depthwise conv.
-    k = jnp.asarray(kernel[::-1, ::-1].copy(), dtype=x.dtype)
-    k = jnp.tile(k[:, :, None, None], (1, 1, 1, channels))
-    return jax.lax.conv_general_dilated(
-        x, k, window_strides=(stride, stride), padding=padding, lhs_dilation=(lhs_dilation, lhs_dilation),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+def _filter_1d(resample_filter: Sequence[float], gain: float) -> np.ndarray:
+    """f / sum f times `gain` (the 2-D kernel gain^2 k factors into this along H and along W)."""
+    filter_2d(resample_filter)  # validates
+    f = np.asarray(resample_filter, dtype=np.float64)
+    return (gain * f / f.sum()).astype(np.float32)
+
+
+def _filter_along(x: jax.Array, taps: np.ndarray, axis: int, *, stride: int, lhs_dilation: int, padding) -> jax.Array:
+    """One axis of the depthwise convolution: out[i] = sum_a g[a] x_pad[stride i + a], g the
+    filter flipped (a true convolution, as upfirdn2d), x_pad the input zero-inserted by
+    `lhs_dilation` and zero-padded by `padding` (lax.conv_general_dilated's conventions).
+    Written as a sum of strided slices: XLA:CPU runs grouped (depthwise) convolutions and their
+    gradients an order of magnitude slower than these elementwise sums."""
+    if lhs_dilation == 2:  # [.., n, ..] -> [.., 2 n - 1, ..] with zeros between the samples
+        n = x.shape[axis]
+        x = jnp.stack([x, jnp.zeros_like(x)], axis=axis + 1)
+        x = x.reshape(*x.shape[:axis], 2 * n, *x.shape[axis + 2:])
+        x = jax.lax.slice_in_dim(x, 0, 2 * n - 1, axis=axis)
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = tuple(padding)
+    x = jnp.pad(x, widths)
+    g = taps[::-1]
+    length = (x.shape[axis] - len(g)) // stride + 1
+    out = None
+    for a, weight in enumerate(g):
+        term = jax.lax.slice_in_dim(x, a, a + stride * (length - 1) + 1, stride, axis=axis) * jnp.asarray(weight, x.dtype)
+        out = term if out is None else out + term
+    return out
+
+
+def _separable(x: jax.Array, taps: np.ndarray, *, stride: int, lhs_dilation: int, padding) -> jax.Array:
+    for axis in (1, 2):
+        x = _filter_along(x, taps, axis, stride=stride, lhs_dilation=lhs_dilation, padding=padding)
+    return x
 
 
 def downsample(x: jax.Array, resample_filter: Sequence[float], pad: bool = True) -> jax.Array:
     """[B, H, W, C] -> [B, H / 2, W / 2, C]; zero padding p = K - 2 split as ((p + 1) // 2, p // 2),
     as upfirdn2d (none when `pad` is False: the caller has padded, [B, H + p, W + p, C] in)."""
-    kernel = filter_2d(resample_filter)
-    p = kernel.shape[0] - 2
+    taps = _filter_1d(resample_filter, 1.0)
+    p = len(taps) - 2
     pad = ((p + 1) // 2, p // 2) if pad else (0, 0)
-    return _depthwise(x, kernel, stride=2, lhs_dilation=1, padding=(pad, pad))
+    return _separable(x, taps, stride=2, lhs_dilation=1, padding=pad)
 
 
 def upsample(x: jax.Array, resample_filter: Sequence[float]) -> jax.Array:
     """[B, H, W, C] -> [B, 2 H, 2 W, C]; the zero-inserted image convolved with 4 k."""
-    kernel = 4.0 * filter_2d(resample_filter)
-    p = kernel.shape[0] - 2
+    taps = _filter_1d(resample_filter, 2.0)
+    p = len(taps) - 2
     # upfirdn2d pads the zero-inserted image (length 2 H) by ((p + 1) // 2 + 1, p // 2); lhs
     # dilation makes length 2 H - 1, so the trailing side gets one more.
     pad = ((p + 1) // 2 + 1, p // 2 + 1)
-    return _depthwise(x, kernel, stride=1, lhs_dilation=2, padding=(pad, pad))
+    return _separable(x, taps, stride=1, lhs_dilation=2, padding=pad)
