@@ -23,21 +23,22 @@ def get_config():
     config.data.in_memory = True
     config.model.name = "ddpmpp"
     config.model.output = "noise"
-    config.model.kwargs = dict(model_channels=32, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,),
+    config.model.kwargs = dict(model_channels=16, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,),
                                dropout=0.1)
-    config.training.num_steps = 4_000
+    config.training.num_steps = 2_500
     config.training.batch_size = 128
     config.training.log_every = 250
-    config.training.checkpoint_every = 1_000
+    config.training.checkpoint_every = 500
     config.training.ema_decay = 0.999
     config.optimizer.learning_rate = 2e-3
     config.optimizer.warmup_steps = 200
     config.optimizer.decay = "cosine"
-    config.samplers.euler_maruyama.num_steps = 250
+    config.samplers.euler_maruyama.num_steps = 100
     config.samplers.probability_flow.rtol = 1e-3
     config.samplers.probability_flow.atol = 1e-3
+    config.sampling.num_samples = 256
     config.evaluate.num_samples = 256
-    config.evaluate.nll_num_points = 360  # the whole held-out split
+    config.evaluate.nll_num_points = 128
     config.evaluate.likelihood.divergence = "hutchinson"
     config.evaluate.likelihood.rtol = 1e-3
     config.evaluate.likelihood.atol = 1e-3

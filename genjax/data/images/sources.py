@@ -109,7 +109,14 @@ def _not_prepared_message(name: str, root: str) -> str:
 
 
 def _prepared_source(builder, split: str, image_key: str, label_key: str) -> ImageSource:
-    builder.download_and_prepare(file_format="array_record")
+    if not builder.is_prepared():  # prepare once, quietly: tfds's progress bars would flood stderr
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()
+        try:
+            builder.download_and_prepare(file_format="array_record")
+        finally:
+            tfds.enable_progress_bar()
     if split not in builder.info.splits:
         raise _config_error(f"data.split={split!r} is not a split of {builder.info.name}; "
                             f"valid: {', '.join(sorted(builder.info.splits))}")
