@@ -11,6 +11,12 @@ Hardware: 2 CPU cores, no accelerator. samples/step_<N>_<sampler>.png are the sa
 (each pixel drawn 4x4); eval/step_<N>.json holds the NLL of the held-out digits in bits/dim
 (probability-flow ODE, Hutchinson trace, uniform dequantisation: genjax/evaluate/
 bits_per_dim.py) beside the prior's, and pixel-space SWD/MMD against the held-out split.
+
+Measured (the command above, 2 quiet CPU cores): 7.9 min in all (2,500 steps at about 7 steps/s,
+loss 0.080, then the evaluation); recognisable digits in samples/step_2500_euler_maruyama.png;
+Euler-Maruyama (101 NFE) SWD 0.085, MMD 0.0012 and probability flow (114 NFE) SWD 0.082,
+MMD 0.0010, against the noise floor of two held-out halves (SWD 0.089, MMD 0.0011) and the
+prior (0.857, 0.031); NLL of 128 held-out digits 4.93 +- 0.04 bits/dim (the prior: 8.84).
 """
 from configs import base
 
@@ -29,7 +35,9 @@ def get_config():
     config.training.batch_size = 128
     config.training.log_every = 250
     config.training.checkpoint_every = 500
-    config.training.ema_decay = 0.999
+    # EMA from the initial weights: 0.995^N leaves 0.995^1000 = 0.7 % of them after 1000 steps (at 0.999, 37 %,
+    # and a U-Net averaged with its initialisation draws noise, not digits).
+    config.training.ema_decay = 0.995
     config.optimizer.learning_rate = 2e-3
     config.optimizer.warmup_steps = 200
     config.optimizer.decay = "cosine"
