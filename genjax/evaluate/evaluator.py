@@ -14,6 +14,7 @@ import numpy as np
 
 from genjax import workdir as workdir_lib
 from genjax.evaluate.bits_per_dim import LN2, bits_per_dim_offset, dequantize
+from genjax.evaluate.image_grid import to_uint8
 from genjax.evaluate.likelihood import negative_log_likelihood
 from genjax.evaluate.sampling import draw, write_sample_set
 from genjax.evaluate.two_sample import sample_quality
@@ -84,7 +85,7 @@ def dequantized_images(images: np.ndarray, key: jax.Array) -> np.ndarray:
     """Held-out images in [-1, 1] (pixels k / 127.5 - 1) back to their 8-bit k, then
     dequantised uniformly within their bins, x = -1 + (k + u) / 128 (genjax.evaluate.
     bits_per_dim, map (1)); example i uses fold_in(key, i)."""
-    pixels = np.rint((np.asarray(images, np.float64) + 1.0) * 127.5).astype(np.int32)
+    pixels = to_uint8(images).astype(np.int32)
     keys = example_keys(key, len(pixels))
     return np.asarray(jax.vmap(dequantize)(keys, pixels))
 
