@@ -194,7 +194,7 @@ def main(argv: list[str]) -> None:
             drawn = draw(experiment, state.ema_params, name, config.sampling.num_samples)
             if jax.process_index() == 0:
                 reference = experiment.reference_data(config.sampling.num_samples)
-                npz, png = write_sample_set(workdir, step, name, drawn, reference)
+                npz, png = write_sample_set(workdir, step, name, drawn, reference, data_range=experiment.data_range)
                 console.info("%d samples (%s, mean NFE %.1f) in %s and %s", len(drawn["samples"]), name,
                              drawn["nfe"].mean(), workdir / npz, workdir / png)
         else:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax import factory
-from genjax.data.images.datasets import ImageDataset
+from genjax.data.images.datasets import ImageDataset, value_range
 from genjax.data.stream import ArrayStream
 from genjax.factory import ConfigError
 from genjax.processes import views
@@ -301,9 +301,14 @@ class Experiment:
             data.split = self.config.evaluate.reference_split
         source = self.image_dataset.source(data)
         stream = ImageStream(source, min(num, source.num_examples), self.config.seed, resolution=int(data.resolution),
-                             image_key=data.image_key, label_key=data.label_key)
+                             image_key=data.image_key, label_key=data.label_key, value_range=self.data_range)
         batch = stream.local_batch(0)
         return {name: batch[name] for name in self.batch_keys}
+
+    @property
+    def data_range(self) -> tuple[float, float]:
+        """The (lo, hi) an image dataset's pixels 0..255 are mapped onto (config.data.value_range)."""
+        return value_range(self.config.data)
 
     def reference_data(self, num: int) -> np.ndarray:
         """The "x" of `reference_batch`."""
@@ -341,6 +346,7 @@ def image_data_shape(config) -> tuple[int, int, int]:
                           f"data.resolution=32 for CIFAR-10 (images of another size are centre-cropped and resized)")
     if data.channels not in (1, 3):
         raise ConfigError(f"data.channels={data.channels!r} must be 1 (grey) or 3 (RGB)")
+    value_range(data)  # ConfigError unless lo < hi
     return (data.resolution, data.resolution, data.channels)
 
 

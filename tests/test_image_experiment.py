@@ -6,13 +6,14 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from configs import digits
 from genjax.evaluate.bits_per_dim import LN2
-from genjax.evaluate.evaluator import evaluate, format_table
+from genjax.evaluate.evaluator import add_bits_per_dim, dequantized_images, evaluate, format_table
 from genjax.experiment import build_experiment
 from genjax.factory import ConfigError
 from genjax.train.loop import train
@@ -77,6 +78,30 @@ def test_held_out_digits_are_the_test_split_and_labels_follow_a_conditional_mode
     levels = (held_out["x"] + 1.0) * 127.5
     np.testing.assert_allclose(levels, np.rint(levels), atol=1e-4)
     assert set(experiment.global_batch(experiment.train_stream(), 0)) == {"x", "label"}
+
+
+def test_value_range_maps_pixels_and_sets_the_bits_per_dim_offset(data_dir):
+    config = tiny_digits_config(data_dir)
+    config.data.value_range = (0.0, 1.0)  # score_sde's uncentred data (its VE configs)
+    experiment = build_experiment(config)
+    held_out = experiment.reference_batch(1000)["x"]
+    levels = held_out * 255.0  # pixels k / 255
+    np.testing.assert_allclose(levels, np.rint(levels), atol=1e-4)
+    assert held_out.min() == 0.0 and held_out.max() == 1.0
+    train_x = experiment.global_batch(experiment.train_stream(), 0)["x"]
+    assert 0.0 <= float(train_x.min()) and float(train_x.max()) <= 1.0
+    # Dequantised points stay in their own bins [k / 256, (k + 1) / 256) of [0, 1].
+    dequantised = dequantized_images(held_out[:20], jax.random.key(0), (0.0, 1.0))
+    np.testing.assert_array_equal(np.floor(dequantised * 256.0), np.rint(levels[:20]))
+    # The uniform density on the data range [lo, hi]^D is 8 bits/dim of 8-bit data in any range:
+    # -log p / D = log(hi - lo) nats, plus the offset log2(256 / (hi - lo)).
+    for lo, hi in [(0.0, 1.0), (-1.0, 1.0), (-3.0, 5.0)]:
+        nll = {"nll_nats_per_dim": np.log(hi - lo), "nll_standard_error": 0.0, "prior_nll_nats_per_dim": 0.0}
+        add_bits_per_dim(nll, (lo, hi))
+        assert nll["bits_per_dim"] == pytest.approx(8.0, abs=1e-12)
+    config.data.value_range = (1.0, -1.0)
+    with pytest.raises(ConfigError, match=r"data.value_range=\(1.0, -1.0\) must be finite with lo < hi"):
+        build_experiment(config)
 
 
 def test_image_config_errors_are_one_line(data_dir):

@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genjax.data.images.transforms import centered
+from genjax.data.images.transforms import scaled
 from genjax.evaluate.image_grid import png_bytes, save_image_grid, tile, to_uint8
 
 
 def test_pixels_invert_the_pipeline_scaling_exactly():
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
-    np.testing.assert_array_equal(to_uint8(centered(pixels)), pixels)
+    np.testing.assert_array_equal(to_uint8(scaled(pixels)), pixels)
+    np.testing.assert_array_equal(to_uint8(scaled(pixels, (0.0, 1.0)), (0.0, 1.0)), pixels)
+    np.testing.assert_array_equal(scaled(pixels), pixels.astype(np.float32) / np.float32(127.5) - np.float32(1.0))
+    assert scaled(pixels, (0.0, 1.0)).min() == 0.0 and scaled(pixels, (0.0, 1.0)).max() == 1.0
     assert to_uint8(np.array([[[[-3.0, np.nan, 2.0]]]])).tolist() == [[[[0, 0, 255]]]]
 
 

@@ -35,17 +35,18 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
         held_out_batch = experiment.reference_batch(config.evaluate.nll_num_points)
         held_out = held_out_batch["x"]
         if experiment.image_dataset is not None:  # 8-bit pixels: the density of dequantised points
-            held_out = dequantized_images(held_out, derive_key(config.seed, "dequantization"))
+            held_out = dequantized_images(held_out, derive_key(config.seed, "dequantization"), experiment.data_range)
         nll = negative_log_likelihood(experiment, params, held_out, dict(config.evaluate.likelihood),
                                       condition=held_out_batch.get("label"))
         prior_log_prob = jax.vmap(experiment.process.prior_log_prob)(held_out)
         nll["prior_nll_nats_per_dim"] = float(-prior_log_prob.mean() / np.prod(held_out.shape[1:]))
         if experiment.image_dataset is not None:
-            add_bits_per_dim(nll)
+            add_bits_per_dim(nll, experiment.data_range)
     if jax.process_index() != 0:
         return None
     # A held-out image split may hold fewer than 2 num examples: then both halves are smaller.
     reference = flattened(experiment.reference_data(2 * num))
+    data_range = experiment.data_range
     half = min(num, len(reference) // 2)
     reference, second_reference = reference[:half], reference[half:2 * half]
     metrics_key = derive_key(config.seed, "metrics")
@@ -58,7 +59,7 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
                              "prior_vs_data": sample_quality(metrics_key, flattened(prior), reference)},
                "samplers": {}}
     for name, drawn in drawn_by_sampler.items():
-        npz_file, png_file = write_sample_set(workdir, step, name, drawn, reference)
+        npz_file, png_file = write_sample_set(workdir, step, name, drawn, reference, data_range=data_range)
         quality = sample_quality(metrics_key, flattened(drawn["samples"]), reference)
         results["samplers"][name] = {
             **quality,
@@ -81,19 +82,20 @@ def flattened(points: np.ndarray) -> np.ndarray:
     return points.reshape(len(points), -1)
 
 
-def dequantized_images(images: np.ndarray, key: jax.Array) -> np.ndarray:
-    """Held-out images in [-1, 1] (pixels k / 127.5 - 1) back to their 8-bit k, then
-    dequantised uniformly within their bins, x = -1 + (k + u) / 128 (genjax.evaluate.
-    bits_per_dim, map (1)); example i uses fold_in(key, i)."""
-    pixels = to_uint8(images).astype(np.int32)
+def dequantized_images(images: np.ndarray, key: jax.Array, data_range=(-1.0, 1.0)) -> np.ndarray:
+    """Held-out images in data_range [lo, hi] (pixels lo + k (hi - lo) / 255) back to their
+    8-bit k, then dequantised uniformly within their bins, x = lo + (k + u) (hi - lo) / 256
+    (genjax.evaluate.bits_per_dim, map (1)); example i uses fold_in(key, i)."""
+    pixels = to_uint8(images, data_range).astype(np.int32)
     keys = example_keys(key, len(pixels))
-    return np.asarray(jax.vmap(dequantize)(keys, pixels))
+    return np.asarray(jax.vmap(lambda k, p: dequantize(k, p, 256, data_range))(keys, pixels))
 
 
-def add_bits_per_dim(nll: dict) -> None:
-    """Bits/dim of 8-bit data from the NLL in nats/dim of dequantised points in [-1, 1]:
-    nats / ln 2 + log2(256 / 2) (genjax.evaluate.bits_per_dim, eq. (3); 7 bits of offset)."""
-    offset = bits_per_dim_offset(256, (-1.0, 1.0))
+def add_bits_per_dim(nll: dict, data_range=(-1.0, 1.0)) -> None:
+    """Bits/dim of 8-bit data from the NLL in nats/dim of dequantised points in [lo, hi]:
+    nats / ln 2 + log2(256 / (hi - lo)) (genjax.evaluate.bits_per_dim, eq. (3); 7 bits of
+    offset for [-1, 1], 8 for [0, 1])."""
+    offset = bits_per_dim_offset(256, data_range)
     nll["bits_per_dim"] = nll["nll_nats_per_dim"] / LN2 + offset
     nll["bits_per_dim_standard_error"] = nll["nll_standard_error"] / LN2
     nll["prior_bits_per_dim"] = nll["prior_nll_nats_per_dim"] / LN2 + offset

@@ -52,6 +52,7 @@ def png_bytes(images: np.ndarray, columns: int | None = None, scale: int = 1,
     return buffer.getvalue()
 
 
-def save_image_grid(path, images: np.ndarray, columns: int | None = None, scale: int = 1) -> None:
+def save_image_grid(path, images: np.ndarray, columns: int | None = None, scale: int = 1,
+                    data_range: tuple[float, float] = (-1.0, 1.0)) -> None:
     """Writes the grid PNG to `path` (a local path or a URL, through genjax.workdir)."""
-    workdir_lib.write_bytes(workdir_lib.resolve(path), png_bytes(images, columns, scale))
+    workdir_lib.write_bytes(workdir_lib.resolve(path), png_bytes(images, columns, scale, data_range))

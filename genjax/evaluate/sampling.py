@@ -83,9 +83,11 @@ def draw(experiment: Experiment, params, sampler_name: str, num_samples: int, mo
     return {"samples": samples, "nfe": nfe, "seconds": seconds}
 
 
-def write_sample_set(workdir, step: int, sampler_name: str, drawn: dict, reference: np.ndarray) -> tuple[str, str]:
+def write_sample_set(workdir, step: int, sampler_name: str, drawn: dict, reference: np.ndarray,
+                     data_range: tuple[float, float] = (-1.0, 1.0)) -> tuple[str, str]:
     """`samples/step_<N>_<sampler>.npz` (samples, nfe) and the matching PNG beside the data;
-    returns their paths relative to `workdir` (a local path or a URL)."""
+    returns their paths relative to `workdir` (a local path or a URL). `data_range`: the
+    image pixels' [lo, hi] (config.data.value_range), for the PNG grid."""
     directory = workdir_lib.resolve(workdir) / "samples"
     stem = f"step_{step}_{sampler_name}"
     buffer = io.BytesIO()
@@ -93,7 +95,8 @@ def write_sample_set(workdir, step: int, sampler_name: str, drawn: dict, referen
     workdir_lib.write_bytes(directory / f"{stem}.npz", buffer.getvalue())
     if drawn["samples"].ndim == 4:  # images [n, H, W, C]: a grid, each pixel at least 1/32 of a 256-pixel tile
         height = drawn["samples"].shape[1]
-        save_image_grid(directory / f"{stem}.png", drawn["samples"][:256], scale=max(1, 32 // height))
+        save_image_grid(directory / f"{stem}.png", drawn["samples"][:256], scale=max(1, 32 // height),
+                        data_range=data_range)
     else:
         title = f"{sampler_name}, step {step}, mean NFE {drawn['nfe'].mean():.1f}"
         save_samples_figure(directory / f"{stem}.png", reference, drawn["samples"], title=title)

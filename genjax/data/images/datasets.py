@@ -42,6 +42,7 @@ def default_data_fields() -> dict[str, Any]:
         "resolution": 0,
         "random_flip": False,
         "in_memory": False,
+        "value_range": (-1.0, 1.0),  # pixels 0..255 map linearly onto [lo, hi] (score_sde's VE configs: (0, 1))
     }
 
 
@@ -66,6 +67,16 @@ def _open_folder(data) -> ImageSource:
         raise _config_error("data.name='image_folder' needs data.folder (a directory of <class>/<image> files)")
     return open_folder(data.folder, data.split, data.data_dir, channels=data.channels, image_key=data.image_key,
                        label_key=data.label_key)
+
+
+def value_range(data) -> tuple[float, float]:
+    """config.data.value_range as (lo, hi); ConfigError unless lo < hi, both finite."""
+    from genjax.data.images.transforms import check_value_range
+
+    try:
+        return check_value_range(data.value_range)
+    except ValueError as error:
+        raise _config_error(f"data.{error}") from None
 
 
 def _config_error(message: str) -> Exception:
@@ -108,6 +119,7 @@ class ImageDataset:
                 source if source is not None else self.source(data), config.training.batch_size, config.seed,
                 process_index=process_index, process_count=process_count, random_flip=bool(data.random_flip),
                 resolution=int(data.resolution), image_key=data.image_key, label_key=data.label_key,
+                value_range=value_range(data),
             )
         except ValueError as error:
             raise _config_error(f"training.batch_size={config.training.batch_size}: {error}") from None

@@ -8,7 +8,7 @@ of each epoch are skipped). Process p of P reads only rows [p B / P, (p + 1) B /
 global batch: the P shares are disjoint and make up the global batch, which does not depend
 on P. The position to resume from is the step.
 
-A batch is the contract's dict: {"x": float32 [b, H, W, C] in [-1, 1], "label": int32 [b]}
+A batch is the contract's dict: {"x": float32 [b, H, W, C] in the data range (default [-1, 1]), "label": int32 [b]}
 ("label" only for a labelled source), b = B / P; see transforms for the scaling, the
 optional crop-and-resize and the random flips. `batches(step)` reads ahead on grain threads.
 
@@ -46,8 +46,10 @@ class ImageStream:
     resolution: int = 0  # 0: images as stored (they must then share one size)
     image_key: str = "image"
     label_key: str = "label"  # "": an unlabelled stream (no "label" in the batch)
+    value_range: tuple[float, float] = transforms.DEFAULT_RANGE  # pixels 0..255 map linearly onto [lo, hi]
 
     def __post_init__(self):
+        object.__setattr__(self, "value_range", transforms.check_value_range(self.value_range))
         if self.global_batch_size % self.process_count:
             raise ValueError(
                 f"global batch size {self.global_batch_size} does not divide over {self.process_count} processes"
@@ -92,7 +94,7 @@ class ImageStream:
                 f"{self.source.identity} has images of different sizes "
                 f"({sorted({image.shape for image in images})[:2]}...); set data.resolution to crop and resize them"
             )
-        x = transforms.centered(np.stack(images))
+        x = transforms.scaled(np.stack(images), self.value_range)
         if self.random_flip:
             x = transforms.flip_left_right(x, transforms.flip_mask(self.seed, step, self.global_batch_size)[share])
         batch = {"x": x}

@@ -1,7 +1,8 @@
-"""Per-batch image preprocessing: crop and resize, scale to [-1, 1], random flips.
+"""Per-batch image preprocessing: crop and resize, scale to the data range, random flips.
 
-- Scaling: x = u / 127.5 - 1 for uint8 u, so 0 -> -1 and 255 -> 1 (score_sde's
-  data.centered=True; EDM's convention).
+- Scaling: x = lo + u (hi - lo) / 255 for uint8 u, so 0 -> lo and 255 -> hi. The default
+  range [-1, 1] (x = u / 127.5 - 1) is score_sde's data.centered=True and EDM's convention;
+  [0, 1] is score_sde's data.centered=False (its VE / NCSN++ configs).
 - Resizing (optional): centre crop to the largest square, then resize to
   resolution x resolution with Lanczos filtering (EDM's dataset_tool --transform=center-crop).
 - Flips (optional): example j of global batch `step` is mirrored left-right iff
@@ -17,9 +18,24 @@ from PIL import Image
 FLIP_STREAM = 0x466C6970  # separates the flip draws from other uses of the run's seed
 
 
-def centered(images: np.ndarray) -> np.ndarray:
-    """uint8 [..., H, W, C] -> float32 in [-1, 1]."""
-    return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+DEFAULT_RANGE = (-1.0, 1.0)
+
+
+def scaled(images: np.ndarray, value_range: tuple[float, float] = DEFAULT_RANGE) -> np.ndarray:
+    """uint8 [..., H, W, C] -> float32 in [lo, hi] (for [-1, 1] exactly u / 127.5 - 1)."""
+    lo, hi = (float(v) for v in value_range)
+    return images.astype(np.float32) / np.float32(255.0 / (hi - lo)) + np.float32(lo)
+
+
+def check_value_range(value_range) -> tuple[float, float]:
+    """(lo, hi) as floats; ValueError unless it is two finite numbers with lo < hi."""
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range={value_range!r} must be two numbers (lo, hi), e.g. (-1.0, 1.0)") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"value_range={tuple(value_range)!r} must be finite with lo < hi, e.g. (-1.0, 1.0)")
+    return lo, hi
 
 
 def center_crop_resize(image: np.ndarray, resolution: int) -> np.ndarray:
