@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.kwargs = ml_collections.ConfigDict(
         {"hidden_dim": 256, "num_layers": 3, "embedding": "sinusoidal", "embedding_dim": 64, "time_scale": 1000.0}
     )
+    config.model.noise_input = "time"  # what the network is fed as its noise level: time t | sigma (sigma(t), score_sde's VE)
     config.model.num_classes = 0  # > 0: class-conditional on the data's labels (passed to the network); 0: unconditional
 
     config.objective = ml_collections.ConfigDict()

@@ -148,6 +148,21 @@ PARAMETRIZATIONS: Mapping[str, Callable] = {
     "poisson_field": _poisson_field_preconditioned,
 }
 
+def _marginal_std(process, t):
+    """sigma(t) of the process's kernel N(alpha(t) x_0, sigma(t)^2 I), per example."""
+    return per_example_coefficient(lambda s: process.marginal_coefficients(s)[1], t)
+
+
+# The noise level the network is fed for its time input t: score_sde's continuous VP/sub-VP
+# networks take t (DDPM++ scales it by 999), its VE networks take sigma(t) (NCSN++ embeds
+# log sigma and divides its output by sigma). The "edm" and "poisson_field" outputs feed
+# c_noise(sigma) through their own preconditioning and take "time" only.
+NOISE_INPUTS: Mapping[str, Callable] = {
+    "time": lambda process, t: t,
+    "sigma": _marginal_std,
+}
+SELF_CONDITIONING_OUTPUTS = ("edm", "poisson_field")
+
 NETWORKS: Mapping[str, type] = {
     "mlp": TimeConditionedMLP,
     "concatsquash": ConcatSquashMLP,
@@ -258,6 +273,20 @@ def build_model(config, process, network_fn):
     """The `views.Model` of a batched network function (x [B, *shape], t [B], condition=None, *,
     dropout_key=None, train=False) -> [B, ...], as config.model.output says."""
     parametrization = lookup(PARAMETRIZATIONS, config.model.output, "model.output")
+    noise_input = lookup(NOISE_INPUTS, config.model.noise_input, "model.noise_input")
+    if config.model.noise_input != "time":
+        if config.model.output in SELF_CONDITIONING_OUTPUTS:
+            raise ConfigError(f"model.noise_input={config.model.noise_input!r} does not apply to model.output="
+                              f"{config.model.output!r}, whose preconditioning feeds the network c_noise(sigma); "
+                              f"set model.noise_input='time'")
+        if not hasattr(process, "marginal_coefficients"):
+            raise ConfigError(f"model.noise_input={config.model.noise_input!r} needs a process with a Gaussian "
+                              f"kernel sigma(t); process.name={config.process.name!r} has none: use 'time'")
+
+        def fed(x, t, *args, **kwargs):
+            return network_fn(x, noise_input(process, t), *args, **kwargs)
+
+        return parametrization(process, fed)
     return parametrization(process, network_fn)
 
 

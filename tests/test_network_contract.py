@@ -316,3 +316,33 @@ def test_num_classes_needs_labelled_data_and_a_conditional_network(labelled_data
     config.model.kwargs.num_classes = 2
     with pytest.raises(ConfigError, match=r"model.kwargs.num_classes=2: .* set model.num_classes=2 and remove it"):
         build_experiment(config, jax.devices()[:1])
+
+
+def test_noise_input_sigma_feeds_the_kernels_standard_deviation():
+    """model.noise_input='sigma' (score_sde's VE networks) feeds sigma(t) of the process's kernel;
+    'time' feeds t itself."""
+    import ml_collections
+
+    from genjax.processes.ve import VESDE
+
+    process = VESDE(sigma_min=0.01, sigma_max=50.0)
+    seen = {}
+
+    def network_fn(x, noise_level, condition=None, *, dropout_key=None, train=False):
+        seen["noise_level"] = noise_level
+        return x
+
+    config = ml_collections.ConfigDict({"model": {"output": "score", "noise_input": "sigma"},
+                                        "process": {"name": "ve"}})
+    factory.build_model(config, process, network_fn).output_fn(X, T)
+    sigma = jnp.sqrt(0.01**2 * ((50.0 / 0.01) ** (2 * T) - 1.0))  # sigma_ve(t)^2 - sigma_min^2
+    np.testing.assert_allclose(seen["noise_level"], sigma, rtol=1e-5)
+    config.model.noise_input = "time"
+    factory.build_model(config, process, network_fn).output_fn(X, T)
+    np.testing.assert_array_equal(seen["noise_level"], T)
+    config.model.output, config.model.noise_input = "edm", "sigma"
+    with pytest.raises(ConfigError, match=r"model.noise_input='sigma' does not apply to model.output='edm'"):
+        factory.build_model(config, process, network_fn)
+    config.model.output, config.model.noise_input = "score", "log_sigma"
+    with pytest.raises(ConfigError, match=r"model.noise_input"):
+        factory.build_model(config, process, network_fn)
