@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.num_steps = 10_000
     config.training.batch_size = 512  # global batch, split over the mesh's data axis
     config.training.ema_decay = 0.999
+    config.training.ema_rampup_ratio = 0.0  # > 0: EMA half-life capped at this times the steps taken (EDM: 0.05)
     config.training.log_every = 500
     config.training.sync_every = 10  # block on the loss this often (keeps XLA's dispatch queue short)
     config.training.checkpoint_every = 2_000

@@ -73,6 +73,7 @@ def _check_fields(config) -> None:
                  "data.num_train_examples", "sampling.num_samples", "evaluate.num_samples", "mesh.num_slices"):
         _positive_int(config, path)
     _check_number(config, "training.ema_decay", lambda v: 0 <= v < 1, "in [0, 1)")
+    _check_number(config, "training.ema_rampup_ratio", lambda v: 0 <= v < float("inf"), "finite and >= 0 (0: no warm-up)")
     _check_number(config, "optimizer.learning_rate", lambda v: v > 0, "> 0")
     _check_number(config, "optimizer.grad_clip_norm", lambda v: v >= 0, ">= 0 (0 disables clipping)")
     for path in ("optimizer.b1", "optimizer.b2"):
@@ -244,6 +245,7 @@ class Experiment:
             loss_fn=self.loss_fn,
             optimizer=self.optimizer,
             ema_decay=self.config.training.ema_decay,
+            ema_rampup_ratio=self.config.training.ema_rampup_ratio,
             grad_accum_steps=self.config.training.grad_accum_steps,
         )
         step = functools.partial(train_steps if self.steps_per_dispatch > 1 else train_step, **options)

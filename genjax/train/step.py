@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from genjax.samplers.prior import example_keys
-from genjax.train.state import TrainState, ema_update
+from genjax.train.state import TrainState, ema_decay_at, ema_update
 
 # loss_fn(params, batch, example_keys [B]) -> scalar mean over the batch; a batch is the data
 # stream's dict {"x": [B, *shape], "label": [B] if labelled}.
@@ -59,8 +59,10 @@ def train_step(
     optimizer: optax.GradientTransformation,
     ema_decay: float,
     grad_accum_steps: int = 1,
+    ema_rampup_ratio: float = 0.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer update on the global batch, plus the EMA of the parameters."""
+    """One optimizer update on the global batch, plus the EMA of the parameters (with EDM's
+    half-life warm-up when ema_rampup_ratio > 0: `state.ema_decay_at`)."""
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     keys = example_keys(step_key, batch_size(batch))
     loss, grads = _loss_and_grads(loss_fn, state.params, batch, keys, grad_accum_steps)
@@ -69,7 +71,7 @@ def train_step(
     new_state = state.replace(
         step=state.step + 1,
         params=params,
-        ema_params=ema_update(state.ema_params, params, ema_decay),
+        ema_params=ema_update(state.ema_params, params, ema_decay_at(state.step, ema_decay, ema_rampup_ratio)),
         opt_state=opt_state,
     )
     # Non-finite inputs are counted here and checked on the host with the loss (no extra sync).
