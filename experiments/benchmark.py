@@ -13,6 +13,10 @@ an existing benchmark.json and rewrites the table.
   sharded / plain are taken per repeat, then the median.
 - flops: the f32 matmul peak of the device and the FLOP/s of the default and 55M-parameter
   train steps, alternating; FLOP/s over the peak per repeat, then the median.
+- unet_flops: the f32 matmul peak and the FLOP/s of the DDPM++ CIFAR-10 network's train step
+  (configs/cifar10_ddpmpp.py; 61.8M parameters) on digits-sized (8x8x1, batch 128) and
+  CIFAR-sized (32x32x3, batch 16) inputs on one device, alternating; a batch of the right
+  shapes stands in for the data. FLOP/s over the peak per repeat, then the median.
 - memory: per-device bytes of the 55M-parameter step at 1/2/4/8 devices, data parallel, FSDP
   and FSDP x tensor (experiments/benchmark_memory.py); run in a subprocess with simulated CPU
   devices when this process has too few.
@@ -36,7 +40,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-PARTS = ("default_run", "train_loop", "flops", "memory")
+PARTS = ("default_run", "train_loop", "flops", "unet_flops", "memory")
 MEMORY_CONFIG = "configs/mlp_50m.py"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,6 +53,7 @@ flags.DEFINE_integer("repeats", 3, "Alternating repeats of each timed measuremen
 flags.DEFINE_integer("steps", 300, "Steps per train-loop measurement.")
 flags.DEFINE_integer("flops_steps", 100, "Steps per FLOP/s measurement of the default config.")
 flags.DEFINE_integer("large_flops_steps", 2, "Steps per FLOP/s measurement of the large config.")
+flags.DEFINE_integer("unet_steps", 3, "Steps per FLOP/s measurement of each U-Net step.")
 flags.DEFINE_list("memory_devices", ["1", "2", "4", "8"], "Device counts for the memory part.")
 flags.DEFINE_string("memory_out", None, "Internal: write only the memory rows to this JSON file.")
 FLAGS = flags.FLAGS
@@ -107,6 +112,21 @@ def flops(config, large_config) -> dict:
             **{name: {"flops_per_step": timers[name][0], "steps": steps[name],
                       "flops_per_second": summary(rates[name]), "over_peak": ratios(rates[name], peak)}
                for name in timers}}
+
+
+def unet_flops() -> dict:
+    from experiments.benchmark_flops import matmul_flops_per_second, step_timer, unet_configs
+
+    timers = {name: step_timer(config, synthetic=True) for name, config in unet_configs().items()}
+    peak, rates = [], {name: [] for name in timers}
+    for _ in range(FLAGS.repeats):
+        peak.append(matmul_flops_per_second())
+        for name, (_, measure) in timers.items():
+            rates[name].append(measure(FLAGS.unet_steps))
+    return {"config": "configs/cifar10_ddpmpp.py", "matmul_peak_flops_per_second": summary(peak),
+            "steps": FLAGS.unet_steps,
+            "inputs": {name: {"flops_per_step": timers[name][0], "flops_per_second": summary(rates[name]),
+                              "over_peak": ratios(rates[name], peak)} for name in timers}}
 
 
 def memory(large_config) -> dict:
@@ -177,6 +197,15 @@ def markdown(results: dict) -> str:
         for name, what in (("default", "default config"), ("large", "55M-parameter config (configs/mlp_50m.py)")):
             lines.append(f"| train step FLOP/s / matmul peak, {what} ({f[name]['flops_per_step'] / 1e9:.2f} GFLOP "
                          f"per step) | {f[name]['over_peak']['median']:.3f} | {_runs(f[name]['over_peak']['runs'], '{:.3f}')} |")
+    if "unet_flops" in results:
+        u = results["unet_flops"]
+        lines.append(f"| f32 matmul peak, U-Net part (`jnp.dot`, 2048 square) | "
+                     f"{u['matmul_peak_flops_per_second']['median'] / 1e9:.0f} GFLOP/s | "
+                     f"{_runs([v / 1e9 for v in u['matmul_peak_flops_per_second']['runs']], '{:.0f}')} |")
+        for name, row in u["inputs"].items():
+            lines.append(f"| DDPM++ CIFAR-10 train step FLOP/s / matmul peak, {name} "
+                         f"({row['flops_per_step'] / 1e9:.0f} GFLOP per step) | {row['over_peak']['median']:.3f} | "
+                         f"{_runs(row['over_peak']['runs'], '{:.3f}')} |")
     if "memory" in results:
         m = results["memory"]
         one = next(r["state_bytes_per_device"] for r in m["rows"] if r["devices"] == 1)
@@ -236,6 +265,8 @@ def main(argv):
             results[part] = train_loop(FLAGS.config)
         elif part == "flops":
             results[part] = flops(FLAGS.config, FLAGS.large_config)
+        elif part == "unet_flops":
+            results[part] = unet_flops()
         else:
             results[part] = memory(FLAGS.large_config)
         results[part]["seconds"] = time.perf_counter() - start

@@ -16,6 +16,7 @@ from genjax.evaluate.bits_per_dim import LN2
 from genjax.evaluate.evaluator import add_bits_per_dim, dequantized_images, evaluate, format_table
 from genjax.experiment import build_experiment
 from genjax.factory import ConfigError
+from genjax.samplers.prior import example_keys
 from genjax.train.loop import train
 from tests.subprocess_env import cpu_environment
 
@@ -78,6 +79,33 @@ def test_held_out_digits_are_the_test_split_and_labels_follow_a_conditional_mode
     levels = (held_out["x"] + 1.0) * 127.5
     np.testing.assert_allclose(levels, np.rint(levels), atol=1e-4)
     assert set(experiment.global_batch(experiment.train_stream(), 0)) == {"x", "label"}
+
+
+@pytest.mark.slow  # three U-Net losses compile (the network-level checks are in tests/test_unets.py)
+def test_bf16_compute_and_remat_are_config_options_that_keep_the_loss(data_dir):
+    """On one fixed batch and the same float32 parameters: remat gives the same loss to float
+    rounding, bf16 compute moves it by about bf16's resolution (not by zero, not by more);
+    parameters and the optimizer state stay float32 under bf16."""
+    losses = {}
+    for name, options in {"f32": {}, "bf16": {"dtype": "bfloat16"}, "remat": {"remat": True}}.items():
+        config = tiny_digits_config(data_dir)
+        config.model.kwargs = {**TINY_UNET, **options}
+        experiment = build_experiment(config)
+        if name == "f32":
+            state = experiment.init_state()
+            # Random weights: the untrained U-Net outputs zero (its closing layers start at 0).
+            leaves, tree = jax.tree.flatten(state.params)
+            params = jax.tree.unflatten(tree, [leaf + 0.05 * jax.random.normal(jax.random.key(i), leaf.shape)
+                                               for i, leaf in enumerate(leaves)])
+            batch = experiment.global_batch(experiment.train_stream(), 0)
+            keys = example_keys(jax.random.key(3), 16)
+        if name == "bf16":
+            shapes = experiment.state_shapes
+            assert {leaf.dtype for leaf in jax.tree.leaves((shapes.params, shapes.opt_state, shapes.ema_params))
+                    if leaf.dtype.kind == "f"} == {np.dtype("float32")}
+        losses[name] = float(jax.jit(experiment.loss_fn)(params, batch, keys))
+    assert losses["remat"] == pytest.approx(losses["f32"], rel=1e-6)
+    assert 1e-5 < abs(losses["bf16"] / losses["f32"] - 1) < 1e-2
 
 
 def test_value_range_maps_pixels_and_sets_the_bits_per_dim_offset(data_dir):
