@@ -40,6 +40,8 @@ class ResidualBlock(nn.Module):
       skip_rescale: multiply the sum by 1/sqrt(2).
       init_scale: initial variance scale of the last convolution (0: ~0, an identity block).
       dtype: compute dtype.
+      tap_kernel_gradient: in train mode, the convolutions' kernel gradients tap by tap on CPU
+        (`conv_weight_grad`; reverse mode only).
     """
 
     out_channels: int
@@ -49,9 +51,11 @@ class ResidualBlock(nn.Module):
     skip_rescale: bool = True
     init_scale: float = 0.0
     dtype: Any = jnp.float32
+    tap_kernel_gradient: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, emb: jax.Array, train: bool) -> jax.Array:
+        taps = bool(train and self.tap_kernel_gradient)
         if self.resample not in RESAMPLES:
             raise ValueError(f"resample={self.resample!r} is not one of {RESAMPLES}")
         h = nn.silu(group_norm(x.shape[-1], self.dtype)(x))
@@ -59,13 +63,13 @@ class ResidualBlock(nn.Module):
             h, x = resampling.upsample(h, self.resample_filter), resampling.upsample(x, self.resample_filter)
         elif self.resample == "down":
             h, x = resampling.downsample(h, self.resample_filter), resampling.downsample(x, self.resample_filter)
-        h = conv(self.out_channels, 3, self.dtype)(h)
+        h = conv(self.out_channels, 3, self.dtype, tap_kernel_gradient=taps)(h)
         h = h + dense(self.out_channels, self.dtype)(emb)[:, None, None, :]
         h = nn.silu(group_norm(self.out_channels, self.dtype)(h))
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        h = conv(self.out_channels, 3, self.dtype, init_scale=self.init_scale)(h)
+        h = conv(self.out_channels, 3, self.dtype, init_scale=self.init_scale, tap_kernel_gradient=taps)(h)
         if x.shape[-1] != self.out_channels or self.resample is not None:
-            x = conv(self.out_channels, 1, self.dtype, name="skip")(x)
+            x = conv(self.out_channels, 1, self.dtype, name="skip", tap_kernel_gradient=taps)(x)
         out = x + h
         return out / math.sqrt(2.0) if self.skip_rescale else out
 
@@ -104,7 +108,7 @@ class ConvDownsample(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, tap_kernel_gradient: bool = False) -> jax.Array:
         p = 1 + (len(self.resample_filter) - 1) // 2
-        h = conv(self.features, 3, self.dtype, padding=((p, p), (p, p)))(x)
+        h = conv(self.features, 3, self.dtype, padding=((p, p), (p, p)), tap_kernel_gradient=tap_kernel_gradient)(x)
         return resampling.downsample(h, self.resample_filter, pad=False)

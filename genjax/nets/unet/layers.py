@@ -15,6 +15,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from genjax.nets.unet.conv_weight_grad import conv_general_dilated
+
 # score_sde replaces a zero scale with this variance multiplier (a truly zero weight would
 # also do, but then a residual branch's weight gradient starts at exactly 0 for two steps).
 ZERO_INIT_VARIANCE = 1e-10
@@ -26,10 +28,13 @@ def variance_init(scale: float = 1.0):
 
 
 def conv(features: int, kernel_size: int, dtype: Any, init_scale: float = 1.0, name: str | None = None,
-         padding: Any = "SAME") -> nn.Conv:
-    """A k x k convolution with bias (SAME-padded unless `padding` says otherwise)."""
+         padding: Any = "SAME", tap_kernel_gradient: bool = False) -> nn.Conv:
+    """A k x k convolution with bias (SAME-padded unless `padding` says otherwise).
+    tap_kernel_gradient: compute the kernel gradient tap by tap on CPU (reverse mode only:
+    `conv_weight_grad`); the parameters and the forward pass are the same either way."""
     return nn.Conv(features, (kernel_size, kernel_size), padding=padding, kernel_init=variance_init(init_scale),
-                   bias_init=nn.initializers.zeros, dtype=dtype, param_dtype=jnp.float32, name=name)
+                   bias_init=nn.initializers.zeros, dtype=dtype, param_dtype=jnp.float32, name=name,
+                   conv_general_dilated=conv_general_dilated if tap_kernel_gradient else None)
 
 
 def dense(features: int, dtype: Any, init_scale: float = 1.0, name: str | None = None) -> nn.Dense:

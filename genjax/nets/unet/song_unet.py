@@ -75,6 +75,11 @@ class SongUNet(nn.Module):
       dtype: compute dtype "float32", "bfloat16" or "float16"; parameters stay float32,
         the noise/label embedding and attention softmax run in float32, the output is float32.
       remat: rematerialise each residual block in the backward pass (less memory, more compute).
+      tap_kernel_gradient: in train mode, compute the convolutions' kernel gradients tap by tap
+        on CPU, 3-6x faster there than XLA's backward-filter convolution (`conv_weight_grad`;
+        same parameters, same forward pass, native on GPU/TPU). It is reverse-mode only: set it
+        False to differentiate the network in forward mode in train mode (e.g. a CNF's
+        maximum-likelihood loss); eval mode always uses the plain convolution.
     """
 
     out_channels: int | None = None
@@ -100,6 +105,7 @@ class SongUNet(nn.Module):
     label_dropout: float = 0.0
     dtype: Any = "float32"
     remat: bool = False
+    tap_kernel_gradient: bool = True
 
     def __post_init__(self):
         for name in ("channel_mult", "attn_resolutions", "resample_filter"):  # config lists -> hashable tuples
@@ -160,6 +166,7 @@ class SongUNet(nn.Module):
         self._check_inputs(x, noise_level, condition)
         dtype = jnp.dtype(self.dtype)
         out_channels = self.out_channels or x.shape[-1]
+        taps = bool(train and self.tap_kernel_gradient)
         emb = NoiseLabelEmbedding(
             noise_channels=self.model_channels * self.noise_channels_mult,
             embedding_channels=self.model_channels * self.embedding_mult, embedding=self.embedding,
@@ -178,7 +185,7 @@ class SongUNet(nn.Module):
             block_names.append(name)
             return block_cls(channels, resample=resample, resample_filter=self.resample_filter, dropout=self.dropout,
                              skip_rescale=self.skip_rescale, init_scale=self.init_scale, dtype=dtype,
-                             name=name)(h, emb, train)
+                             tap_kernel_gradient=self.tap_kernel_gradient, name=name)(h, emb, train)
 
         def attention(h):
             return AttentionBlock(skip_rescale=self.skip_rescale, init_scale=self.init_scale, dtype=dtype)(h)
@@ -189,7 +196,7 @@ class SongUNet(nn.Module):
         num_levels = len(self.channel_mult)
         x = x.astype(dtype)
         aux = x
-        h = conv(self.model_channels, 3, dtype)(x)
+        h = conv(self.model_channels, 3, dtype, tap_kernel_gradient=taps)(x)
         skips = [h]
         for level, mult in enumerate(self.channel_mult):
             for _ in range(self.num_blocks):
@@ -201,9 +208,9 @@ class SongUNet(nn.Module):
                 h = block(h, h.shape[-1], resample="down")
                 if self.progressive_input == "input_skip":
                     aux = resampling.downsample(aux, self.resample_filter)
-                    h = h + conv(h.shape[-1], 1, dtype)(aux)
+                    h = h + conv(h.shape[-1], 1, dtype, tap_kernel_gradient=taps)(aux)
                 elif self.progressive_input == "residual":
-                    aux = h = rescale(h + ConvDownsample(h.shape[-1], self.resample_filter, dtype)(aux))
+                    aux = h = rescale(h + ConvDownsample(h.shape[-1], self.resample_filter, dtype)(aux, taps))
                 skips.append(h)
 
         h = attention(block(h, h.shape[-1]))
@@ -216,19 +223,20 @@ class SongUNet(nn.Module):
             if h.shape[1] in self.attn_resolutions:
                 h = attention(h)
             if self.progressive == "output_skip":
-                out = self._output_layer(h, out_channels, dtype)
+                out = self._output_layer(h, out_channels, dtype, taps)
                 pyramid = out if pyramid is None else resampling.upsample(pyramid, self.resample_filter) + out
             if level > 0:
                 h = block(h, h.shape[-1], resample="up")
 
-        out = pyramid if self.progressive == "output_skip" else self._output_layer(h, out_channels, dtype)
+        out = pyramid if self.progressive == "output_skip" else self._output_layer(h, out_channels, dtype, taps)
         out = out.astype(jnp.float32)
         if self.scale_output_by_noise_level:
             out = out / noise_level.astype(jnp.float32)[:, None, None, None]
         return out
 
-    def _output_layer(self, h, out_channels, dtype):
-        return conv(out_channels, 3, dtype, init_scale=self.init_scale)(nn.silu(group_norm(h.shape[-1], dtype)(h)))
+    def _output_layer(self, h, out_channels, dtype, taps):
+        return conv(out_channels, 3, dtype, init_scale=self.init_scale, tap_kernel_gradient=taps)(
+            nn.silu(group_norm(h.shape[-1], dtype)(h)))
 
 
 
