@@ -169,6 +169,21 @@ def compile_chunk(experiment: Experiment, sampler_name: str, chunk: int, params,
     return ChunkProgram(compiled, chunk, conditional, memory)
 
 
+def chunk_memory(experiment: Experiment, params, sampler_name: str, num_samples: int,
+                 chunk_size: int | None = None) -> dict[str, int | None]:
+    """XLA's per-device bytes of the compiled chunk program (compiled ahead of time, nothing
+    run): arguments (the parameters' shards, key, start, labels), outputs (the chunk's
+    samples), temporaries (the gathered parameters, the solver's state and activations) and
+    XLA's peak estimate. `params` may be ShapeDtypeStructs with shardings. num_samples
+    matters only through the chunk (`chunk_capacity`): the program is the same for any set
+    at least one chunk large. None where the backend does not say."""
+    chunk = chunk_capacity(experiment, num_samples, chunk_size)
+    memory = compile_chunk(experiment, sampler_name, chunk, params, experiment.conditional).memory
+    fields = {"argument": "argument_size_in_bytes", "output": "output_size_in_bytes", "temp": "temp_size_in_bytes",
+              "peak": "peak_memory_in_bytes"}
+    return {"chunk": chunk, **{name: getattr(memory, field, None) for name, field in fields.items()}}
+
+
 def _global(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """A global array from a host value every process holds whole."""
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
@@ -221,7 +236,8 @@ def draw_chunks(experiment: Experiment, params, sampler_name: str, num_samples: 
         seconds = time.perf_counter() - began
         if not successful.all():
             raise SamplingError(
-                f"{sampler_name}: the solver failed on {int((~successful).sum())} of samples {start}..{end - 1} "
+                f"{sampler_name}: the solver failed on {int((~successful).sum())} of the {end - start} samples "
+                f"{start}..{end - 1} "
                 f"(step budget exhausted); raise samplers.{sampler_name}.max_steps or loosen its tolerances"
             )
         yield Chunk(start, end, samples, nfe, seconds)
