@@ -48,10 +48,19 @@ def experiment(devices=8, **options):
 
 @pytest.fixture(scope="module")
 def replicated_run():
-    """A fresh experiment's EMA weights on 8 devices and its set drawn in one chunk."""
+    """A fresh experiment's EMA weights replicated on 8 devices and its set drawn in one chunk
+    (13 examples per device). The tests reuse a few (mesh, chunk) programs, which the test
+    run's compilation cache then serves."""
     exp = experiment(8)
     params = exp.init_state().ema_params
     return exp, params, draw(exp, params, SAMPLER, NUM, chunk_size=0)
+
+
+@pytest.fixture(scope="module")
+def in_chunks_of_16(replicated_run):
+    """The same set in chunks of 16 on the 8 devices (2 examples per device; last chunk partial)."""
+    exp, params, _ = replicated_run
+    return draw(exp, params, SAMPLER, NUM, chunk_size=16)
 
 
 @pytest.fixture(scope="module")
@@ -88,31 +97,44 @@ def test_chunk_capacity_rounds_up_to_the_data_parallel_size():
     assert chunk_capacity(exp, NUM, 1000) == 104 and chunk_capacity(exp, NUM, 8) == 8
 
 
-def test_sample_set_does_not_depend_on_chunk_size_or_device_count(replicated_run):
-    """Per-example fixed steps: with equal per-device batches (13 or 3 examples per device) bit for
-    bit across chunk sizes (partial last chunks) and 8 vs 1 device; with other per-device batches
-    XLA may round differently, so to float precision."""
+def test_sample_set_does_not_depend_on_chunk_size_or_device_count(replicated_run, in_chunks_of_16):
+    """Per-example fixed steps: with equal per-device batches (13, or 2 examples per device) bit
+    for bit across chunk sizes and 8 vs 1 device; with other per-device batches XLA may round
+    differently, so to float precision."""
     exp8, params, whole = replicated_run
     assert whole["samples"].shape == (NUM, 2) and (whole["nfe"] == 11).all()
     exp1, host_params = experiment(1), jax.device_get(params)
     on_one = draw(exp1, host_params, SAMPLER, NUM, chunk_size=13)
     np.testing.assert_array_equal(on_one["samples"], whole["samples"])
     np.testing.assert_array_equal(on_one["nfe"], whole["nfe"])
-    in_chunks = draw(exp8, params, SAMPLER, NUM, chunk_size=24)["samples"]
-    np.testing.assert_array_equal(draw(exp1, host_params, SAMPLER, NUM, chunk_size=3)["samples"], in_chunks)
+    in_chunks = in_chunks_of_16["samples"]
+    np.testing.assert_array_equal(draw(exp1, host_params, SAMPLER, NUM, chunk_size=2)["samples"], in_chunks)
     scale = np.abs(whole["samples"]).max()
     np.testing.assert_allclose(in_chunks, whole["samples"], rtol=0, atol=1e-6 * scale)
 
 
-def test_chunk_program_compiles_once_for_all_chunks(replicated_run, monkeypatch):
-    exp, params, whole = replicated_run
+def test_fsdp_sharded_parameters_sample_as_replicated_ones(replicated_run, in_chunks_of_16):
+    """The same weights split over 8 devices by the FSDP rule (gathered inside the chunk
+    program) draw the replicated weights' set bit for bit, and stay sharded."""
+    _, params, _ = replicated_run
+    exp = experiment(8, fsdp=True)
+    sharded = jax.device_put(jax.device_get(params), exp.state_shardings.ema_params)
+    leaves = jax.tree.leaves(sharded)
+    assert sum(leaf.sharding.shard_shape(leaf.shape) != leaf.shape for leaf in leaves) >= 8  # really split
+    drawn = draw(exp, sharded, SAMPLER, NUM, chunk_size=16)
+    np.testing.assert_array_equal(drawn["samples"], in_chunks_of_16["samples"])
+    assert [leaf.sharding for leaf in jax.tree.leaves(sharded)] == [leaf.sharding for leaf in leaves]
+
+
+def test_chunk_program_compiles_once_for_all_chunks(replicated_run, in_chunks_of_16, monkeypatch):
+    exp, params, _ = replicated_run
     compiled = []
     original = sampling.compile_chunk
     monkeypatch.setattr(sampling, "compile_chunk", lambda *a, **k: compiled.append(a[2]) or original(*a, **k))
     chunks = list(sampling.draw_chunks(exp, params, SAMPLER, NUM, chunk_size=16))
     assert compiled == [16]
     assert [(c.start, c.end) for c in chunks] == [(s, min(s + 16, NUM)) for s in range(0, NUM, 16)]
-    np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), whole["samples"])
+    np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), in_chunks_of_16["samples"])
 
 
 def labelled_points(key, num):
@@ -122,26 +144,26 @@ def labelled_points(key, num):
 
 def test_a_conditional_set_keeps_each_samples_label_across_chunks(monkeypatch):
     """Labels i % 3 follow example i into whichever chunk and device draws it: a denoiser that
-    returns its example's label ends every sample at that label, in one chunk, in chunks of 24 on
-    8 devices and of 13 on 1 device."""
+    returns its example's label ends every sample at that label, in chunks of 24 on 8 devices
+    and of 13 on 1 device (partial last chunks)."""
     monkeypatch.setitem(factory.DATASETS, "labelled_points", labelled_points)
     c = config()
     c.data.name, c.model.num_classes = "labelled_points", 3
     denoiser = lambda x, t, condition, **_: jnp.broadcast_to(condition[:, None].astype(x.dtype), x.shape)
     model = lambda _: Model(denoiser, "denoised")
     labels = np.broadcast_to((np.arange(NUM) % 3)[:, None], (NUM, 2))
-    for devices, chunk_size in ((8, 0), (8, 24), (1, 13)):
+    for devices, chunk_size in ((8, 24), (1, 13)):
         exp = build_experiment(c, devices=jax.devices()[:devices])
         np.testing.assert_allclose(draw(exp, {}, SAMPLER, NUM, model=model, chunk_size=chunk_size)["samples"], labels,
                                    atol=0.05)
 
 
+@pytest.mark.slow  # trains (about 25 s)
 def test_an_fsdp_trained_checkpoint_samples_the_same_on_8_and_on_1_device(fsdp_checkpoint):
     workdir, c, trained_ema = fsdp_checkpoint
     exp8, sharded = restore_ema(workdir, c, 8)
     specs = [leaf.sharding.spec for leaf in jax.tree.leaves(sharded)]
     assert sum(spec != P() for spec in specs) >= 8, specs  # the weights really are split over the devices
-    assert all(len(leaf.addressable_shards[0].data.shape) == leaf.ndim for leaf in jax.tree.leaves(sharded))
     on_eight = draw(exp8, sharded, SAMPLER, NUM, chunk_size=24)  # 3 examples per device
     assert [leaf.sharding.spec for leaf in jax.tree.leaves(sharded)] == specs  # still sharded afterwards
     exp1, single = restore_ema(workdir, c, 1)
@@ -152,11 +174,12 @@ def test_an_fsdp_trained_checkpoint_samples_the_same_on_8_and_on_1_device(fsdp_c
     assert np.abs(untrained["samples"] - on_one["samples"]).max() > 1e-3
 
 
-def test_interrupted_set_resumes_to_the_uninterrupted_one(replicated_run, tmp_path, caplog, monkeypatch):
+def test_interrupted_set_resumes_to_the_uninterrupted_one(replicated_run, in_chunks_of_16, tmp_path, caplog,
+                                                          monkeypatch):
     """Stopped after 2 chunks of 16 on 8 devices, resumed in chunks of 2 on 1 device (the same
     2 examples per device): bit for bit the uninterrupted set, drawing only the missing ranges."""
     exp, params, _ = replicated_run
-    uninterrupted = draw(exp, params, SAMPLER, NUM, chunk_size=16)
+    uninterrupted = in_chunks_of_16
     caplog.set_level(logging.INFO, logger="genjax")
     assert draw_resumably(exp, params, SAMPLER, NUM, tmp_path, step=7, chunk_size=16, max_chunks=2) is None
     directory = parts_directory(tmp_path, 7, SAMPLER)
@@ -183,7 +206,7 @@ def test_interrupted_set_resumes_to_the_uninterrupted_one(replicated_run, tmp_pa
 ])
 def test_resuming_with_a_changed_config_is_refused_naming_the_field(replicated_run, tmp_path, field, value, named):
     exp, params, _ = replicated_run
-    draw_resumably(exp, params, SAMPLER, NUM, tmp_path, step=7, chunk_size=64, max_chunks=1)
+    draw_resumably(exp, params, SAMPLER, NUM, tmp_path, step=7, chunk_size=16, max_chunks=1)
     changed = config()
     section, _, name = field.rpartition(".")
     (changed[section.split(".")[0]][section.split(".")[1]] if section else changed)[name] = value
@@ -191,7 +214,7 @@ def test_resuming_with_a_changed_config_is_refused_naming_the_field(replicated_r
         draw_resumably(build_experiment(changed, devices=jax.devices()[:8]), params, SAMPLER, NUM, tmp_path, step=7)
     directory = str(parts_directory(tmp_path, 7, SAMPLER))
     assert named in str(error.value) and f"delete {directory}" in str(error.value)
-    assert (parts_directory(tmp_path, 7, SAMPLER) / "0_64.npz").exists()  # nothing saved is lost
+    assert (parts_directory(tmp_path, 7, SAMPLER) / "0_16.npz").exists()  # nothing saved is lost
 
 
 def test_a_failed_solve_stops_at_its_chunk_naming_the_option_to_raise(tmp_path):
@@ -212,12 +235,13 @@ def test_a_negative_chunk_size_is_a_config_error():
 
 
 def test_chunk_memory_follows_the_chunk_size_not_the_set_size(replicated_run):
+    """The same program for 1,000 and 100,000 samples in chunks of 16; chunks of 104 need more."""
     exp, params, _ = replicated_run
-    small = sampling.chunk_memory(exp, params, SAMPLER, num_samples=1000, chunk_size=64)
-    large_set = sampling.chunk_memory(exp, params, SAMPLER, num_samples=100_000, chunk_size=64)
-    large_chunk = sampling.chunk_memory(exp, params, SAMPLER, num_samples=1000, chunk_size=512)
-    assert small == large_set
-    assert large_chunk["output"] > 6 * small["output"] and large_chunk["temp"] > small["temp"]
+    small = sampling.chunk_memory(exp, params, SAMPLER, num_samples=1000, chunk_size=16)
+    large_set = sampling.chunk_memory(exp, params, SAMPLER, num_samples=100_000, chunk_size=16)
+    large_chunk = sampling.chunk_memory(exp, params, SAMPLER, num_samples=1000, chunk_size=104)
+    assert small == large_set and small["chunk"] == 16 and large_chunk["chunk"] == 104
+    assert large_chunk["output"] > 3 * small["output"] and large_chunk["temp"] > small["temp"]
 
 
 def run_main(workdir, *args, devices):
