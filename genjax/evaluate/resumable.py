@@ -105,8 +105,8 @@ def _agree(done: np.ndarray | None, refusal: str | None, num_samples: int) -> np
         refused = bool(multihost_utils.broadcast_one_to_all(np.int32(refusal is not None)))
         if refused:
             raise SamplingError(refusal or "process 0 refused to resume the sample set (its error line says why)")
-        return np.asarray(multihost_utils.broadcast_one_to_all(
-            done if done is not None else np.zeros(num_samples, bool)), bool)
+        mask = np.zeros(num_samples, np.int8) if done is None else done.astype(np.int8)
+        return np.asarray(multihost_utils.broadcast_one_to_all(mask)).astype(bool)
     if refusal is not None:
         raise SamplingError(refusal)
     return done
