@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from genjax import checkpoint, factory
+from genjax import checkpoint, factory, workdir as workdir_lib
 from genjax.evaluate import resumable, sampling
 from genjax.evaluate.resumable import draw_resumably, parts_directory
 from genjax.evaluate.sampling import chunk_capacity, chunk_ranges, draw
@@ -205,16 +205,18 @@ def test_interrupted_set_resumes_to_the_uninterrupted_one(replicated_run, in_chu
                                               "samplers.euler_maruyama.num_steps=11"),
 ])
 def test_resuming_with_a_changed_config_is_refused_naming_the_field(replicated_run, tmp_path, field, value, named):
+    """A partial set (its manifest and one saved part) met by a run with another setting."""
     exp, params, _ = replicated_run
-    draw_resumably(exp, params, SAMPLER, NUM, tmp_path, step=7, chunk_size=16, max_chunks=1)
+    directory = parts_directory(tmp_path, 7, SAMPLER)
+    workdir_lib.write_json(directory / resumable.MANIFEST, resumable.manifest(exp, SAMPLER, NUM, step=7))
+    workdir_lib.write_bytes(directory / "0_16.npz", b"saved")
     changed = config()
     section, _, name = field.rpartition(".")
     (changed[section.split(".")[0]][section.split(".")[1]] if section else changed)[name] = value
     with pytest.raises(sampling.SamplingError) as error:
         draw_resumably(build_experiment(changed, devices=jax.devices()[:8]), params, SAMPLER, NUM, tmp_path, step=7)
-    directory = str(parts_directory(tmp_path, 7, SAMPLER))
     assert named in str(error.value) and f"delete {directory}" in str(error.value)
-    assert (parts_directory(tmp_path, 7, SAMPLER) / "0_16.npz").exists()  # nothing saved is lost
+    assert (directory / "0_16.npz").read_bytes() == b"saved"  # nothing saved is lost or overwritten
 
 
 def test_a_failed_solve_stops_at_its_chunk_naming_the_option_to_raise(tmp_path):
