@@ -52,8 +52,17 @@ def replicated_run():
     (13 examples per device). The tests reuse a few (mesh, chunk) programs, which the test
     run's compilation cache then serves."""
     exp = experiment(8)
-    params = exp.init_state().ema_params
+    params = randomised(exp.init_state().ema_params)
     return exp, params, draw(exp, params, SAMPLER, NUM, chunk_size=0)
+
+
+def randomised(params):
+    """Every weight moved by normal draws: the MLP's output layer starts at zero, and the
+    samples should depend on every leaf (so that a wrongly gathered one shows)."""
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    return jax.tree.unflatten(tree, [leaf + 0.3 * jax.random.normal(k, leaf.shape, leaf.dtype)
+                                     for leaf, k in zip(leaves, keys)])
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +122,24 @@ def test_sample_set_does_not_depend_on_chunk_size_or_device_count(replicated_run
     np.testing.assert_allclose(in_chunks, whole["samples"], rtol=0, atol=1e-6 * scale)
 
 
-def test_fsdp_sharded_parameters_sample_as_replicated_ones(replicated_run, in_chunks_of_16):
-    """The same weights split over 8 devices by the FSDP rule (gathered inside the chunk
-    program) draw the replicated weights' set bit for bit, and stay sharded."""
+@pytest.mark.parametrize("layout", ["fsdp", "fsdp_tensor"])
+def test_sharded_parameters_sample_as_replicated_ones(replicated_run, in_chunks_of_16, layout):
+    """The same weights split over 8 devices by the FSDP rule (mesh fsdp=8, chunks of 16) or by
+    FSDP x tensor (mesh 2x2x2, chunks of 8), gathered inside the chunk program, draw the
+    replicated weights' set bit for bit (2 examples per device in each), and stay sharded."""
     _, params, _ = replicated_run
-    exp = experiment(8, fsdp=True)
+    c = config(fsdp=True)
+    chunk_size = 16
+    if layout == "fsdp_tensor":
+        c.mesh.data, c.mesh.fsdp, c.mesh.tensor, c.sharding.params = 2, 2, 2, "fsdp_tensor"
+        chunk_size = 8
+    exp = build_experiment(c, devices=jax.devices()[:8])
     sharded = jax.device_put(jax.device_get(params), exp.state_shardings.ema_params)
     leaves = jax.tree.leaves(sharded)
     assert sum(leaf.sharding.shard_shape(leaf.shape) != leaf.shape for leaf in leaves) >= 8  # really split
-    drawn = draw(exp, sharded, SAMPLER, NUM, chunk_size=16)
+    if layout == "fsdp_tensor":  # kernels split over both axes on one dimension
+        assert sum(leaf.sharding.spec == P(None, ("tensor", "fsdp")) for leaf in leaves) >= 4
+    drawn = draw(exp, sharded, SAMPLER, NUM, chunk_size=chunk_size)
     np.testing.assert_array_equal(drawn["samples"], in_chunks_of_16["samples"])
     assert [leaf.sharding for leaf in jax.tree.leaves(sharded)] == [leaf.sharding for leaf in leaves]
 

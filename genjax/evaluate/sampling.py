@@ -174,9 +174,10 @@ def chunk_memory(experiment: Experiment, params, sampler_name: str, num_samples:
     """XLA's per-device bytes of the compiled chunk program (compiled ahead of time, nothing
     run): arguments (the parameters' shards, key, start, labels), outputs (the chunk's
     samples), temporaries (the gathered parameters, the solver's state and activations) and
-    XLA's peak estimate (on XLA:CPU it leaves the temporaries out). `params` may be ShapeDtypeStructs with shardings. num_samples
-    matters only through the chunk (`chunk_capacity`): the program is the same for any set
-    at least one chunk large. None where the backend does not say."""
+    XLA's peak estimate (on XLA:CPU it leaves the temporaries out). `params` may be
+    ShapeDtypeStructs with shardings. num_samples matters only through the chunk
+    (`chunk_capacity`): the program is the same for any set at least one chunk large. None
+    where the backend does not say."""
     chunk = chunk_capacity(experiment, num_samples, chunk_size)
     memory = compile_chunk(experiment, sampler_name, chunk, params, experiment.conditional).memory
     fields = {"argument": "argument_size_in_bytes", "output": "output_size_in_bytes", "temp": "temp_size_in_bytes",
