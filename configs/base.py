@@ -75,6 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.sampling = ml_collections.ConfigDict()
     config.sampling.sampler = "euler_maruyama"  # used by --mode=sample and for the picture
     config.sampling.num_samples = 10_000
+    # Global samples per compiled chunk (0: the whole set at once). Each finished chunk is saved, so an
+    # interrupted --mode=sample resumes; memory grows with the chunk, not with num_samples.
+    config.sampling.chunk_size = 0
 
     config.samplers = ml_collections.ConfigDict()
     config.samplers.euler_maruyama = ml_collections.ConfigDict({"num_steps": 500, "denoise_final": True})
