@@ -2,6 +2,11 @@
 et al. 2021) and EDM (Karras et al. 2022). Not a config itself: configs/cifar10_*.py are."""
 from configs import base
 
+# Samples per sampling chunk (global): about 10 MB of temporaries per sample for a 60M U-Net
+# (python -m experiments.benchmark_sampling_memory --cifar_unet), so 1,024 is ~1.2 GB per
+# device on 8 devices and ~10 GB on one; a 50,000-sample set resumes chunk by chunk.
+SAMPLING_CHUNK = 1_024
+
 
 def cifar10_data(config) -> None:
     """tfds cifar10 (50,000 train / 10,000 test images, 32x32x3, 10 classes), random flips."""
@@ -32,6 +37,7 @@ def score_sde_config():
     config.sampling.sampler = "euler_maruyama"
     config.samplers.euler_maruyama.num_steps = 1_000
     config.sampling.num_samples = 50_000
+    config.sampling.chunk_size = SAMPLING_CHUNK
     config.evaluate.samplers = "euler_maruyama"
     config.evaluate.num_samples = 50_000
     config.evaluate.nll_num_points = 10_000
@@ -78,6 +84,7 @@ def edm_config(architecture: str, num_classes: int = 0):
     config.sampling.sampler = "edm_heun"
     config.samplers.edm_heun = {"num_steps": 18, "rho": 7.0, "s_churn": 0.0}
     config.sampling.num_samples = 50_000
+    config.sampling.chunk_size = SAMPLING_CHUNK
     config.evaluate.samplers = "edm_heun"
     config.evaluate.num_samples = 50_000
     config.evaluate.nll_num_points = 10_000
