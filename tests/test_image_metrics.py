@@ -1,0 +1,161 @@
+"""Image metrics: Frechet distance (FID's formula), KID, Inception Score, the FID Inception-v3
+network (random weights here) with its weight file checks, and the digits classifier."""
+import numpy as np
+import pytest
+import scipy.linalg
+
+import jax
+
+from genjax.evaluate import frechet, kid
+from genjax.evaluate.inception_score import inception_score
+
+
+def _random_covariance(rng, dim, rank=None):
+    a = rng.normal(size=(dim, rank or dim))
+    return a @ a.T / dim
+
+
+# --- Frechet distance ------------------------------------------------------------------------------
+
+def test_frechet_distance_of_diagonal_gaussians_is_the_closed_form():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    v1, v2 = rng.uniform(0.1, 3, size=6), rng.uniform(0.1, 3, size=6)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(v1) - np.sqrt(v2)) ** 2)
+    assert frechet.frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_frechet_distance_of_commuting_covariances_is_the_closed_form():
+    # S1 = Q diag(a) Q^T, S2 = Q diag(b) Q^T commute: tr (S1 S2)^{1/2} = sum sqrt(a b).
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    a, b = rng.uniform(0.1, 4, size=8), rng.uniform(0.1, 4, size=8)
+    mu1, mu2 = rng.normal(size=8), rng.normal(size=8)
+    expected = np.sum((mu1 - mu2) ** 2) + a.sum() + b.sum() - 2 * np.sum(np.sqrt(a * b))
+    value = frechet.frechet_distance(mu1, q @ np.diag(a) @ q.T, mu2, q @ np.diag(b) @ q.T)
+    assert value == pytest.approx(expected, rel=1e-10)
+
+
+def test_frechet_distance_of_rank_one_covariances_is_the_closed_form():
+    # S1 = u u^T, S2 = v v^T (rank 1, not commuting): tr (S1 S2)^{1/2} = |u . v|.
+    rng = np.random.default_rng(2)
+    u, v = rng.normal(size=10), rng.normal(size=10)
+    mu = rng.normal(size=10)
+    expected = mu @ mu + u @ u + v @ v - 2 * abs(u @ v)
+    value = frechet.frechet_distance(mu, np.outer(u, u), np.zeros(10), np.outer(v, v))
+    assert value == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_with_fewer_samples_than_dimensions_is_finite_and_matches_sqrtm():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(20, 40)), rng.normal(size=(25, 40)) + 0.3
+    mu1, s1 = frechet.gaussian_statistics(frechet.batch_moments(x))
+    mu2, s2 = frechet.gaussian_statistics(frechet.batch_moments(y))
+    assert np.linalg.matrix_rank(s1) == 19
+    value = frechet.frechet_distance(mu1, s1, mu2, s2)
+    assert np.isfinite(value)
+    # pytorch-fid's formula: tr sqrtm(S1 S2), real part (imaginary round-off discarded).
+    reference = (np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2)
+                 - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2)).real)
+    assert value == pytest.approx(reference, rel=1e-6)
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(300, 64)) * rng.uniform(0.1, 5, size=64) + 7.0
+    mu, sigma = frechet.gaussian_statistics(frechet.batch_moments(features))
+    assert frechet.frechet_distance(mu, sigma, mu, sigma) <= 1e-6 * np.trace(sigma)
+
+
+def test_frechet_distance_of_shifted_set_is_the_squared_shift():
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(200, 16))
+    shift = rng.normal(size=16)
+    assert frechet.frechet_distance_of_features(features, features + shift) == pytest.approx(shift @ shift, rel=1e-8)
+
+
+def test_streaming_and_merged_moments_equal_one_shot_numpy():
+    rng = np.random.default_rng(6)
+    features = rng.normal(size=(1000, 12)) * 3 + 100.0  # a large mean tests the centred update
+    streamed = frechet.moments_of_batches(np.array_split(features, 7), dim=12)
+    halves = [frechet.moments_of_batches(part, 12) for part in (features[:313, None], features[313:, None])]
+    merged = frechet.merge_all(halves)
+    for moments in (streamed, merged):
+        mu, sigma = frechet.gaussian_statistics(moments)
+        assert moments.count == 1000
+        np.testing.assert_allclose(mu, features.mean(0), rtol=1e-13)
+        np.testing.assert_allclose(sigma, np.cov(features, rowvar=False), rtol=1e-10, atol=1e-12)
+
+
+def test_statistics_round_trip_and_metadata_is_checked(tmp_path):
+    path = str(tmp_path / "ref" / "stats.npz")
+    mu, sigma = np.arange(3.0), np.eye(3) * 2
+    frechet.save_statistics(path, mu, sigma, 50000, {"features": "inception_v3_fid", "dataset": "cifar10"})
+    mu2, sigma2, count, metadata = frechet.load_statistics(path, expect={"dataset": "cifar10"})
+    np.testing.assert_array_equal(mu2, mu)
+    np.testing.assert_array_equal(sigma2, sigma)
+    assert count == 50000 and metadata["features"] == "inception_v3_fid"
+    with pytest.raises(ValueError, match="dataset='mnist'|expected 'mnist'"):
+        frechet.load_statistics(path, expect={"dataset": "mnist"})
+    with pytest.raises(FileNotFoundError):
+        frechet.load_statistics(str(tmp_path / "missing.npz"))
+
+
+# --- KID ---------------------------------------------------------------------------------------------
+
+def test_kid_of_one_distribution_is_zero_within_its_standard_error():
+    # 40 independent pairs of sets from one distribution: the mean of the estimates is within
+    # 3 standard errors of 0 (a biased V-statistic is positive by about 2 E k(x,x) / m).
+    rng = np.random.default_rng(7)
+    estimates = []
+    for i in range(40):
+        x, y = rng.standard_t(5, size=(2, 60, 8))
+        estimates.append(float(kid.unbiased_mmd2(x, y)))
+    estimates = np.asarray(estimates)
+    standard_error = estimates.std(ddof=1) / np.sqrt(len(estimates))
+    assert abs(estimates.mean()) < 3 * standard_error
+
+
+def test_kid_of_different_distributions_is_clearly_positive():
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(400, 16)), rng.normal(size=(400, 16)) * 1.3 + 0.2
+    mean, std = kid.kernel_inception_distance(jax.random.key(0), x, y, subset_size=200, num_subsets=20)
+    same, same_std = kid.kernel_inception_distance(jax.random.key(0), x, rng.normal(size=(400, 16)),
+                                                   subset_size=200, num_subsets=20)
+    assert mean > 5 * std > 0
+    assert abs(same) < mean / 10
+
+
+def test_kid_matches_a_direct_double_loop():
+    rng = np.random.default_rng(9)
+    x, y = rng.normal(size=(2, 5, 3))
+    k = lambda a, b: (a @ b / 3 + 1) ** 3
+    expected = (sum(k(x[i], x[j]) + k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
+                - 2 * sum(k(x[i], y[j]) for i in range(5) for j in range(5)) / 25)
+    assert float(kid.unbiased_mmd2(x, y)) == pytest.approx(expected, rel=1e-5)
+
+
+# --- Inception Score -----------------------------------------------------------------------------------
+
+def test_inception_score_of_confident_uniform_predictions_is_the_class_count():
+    num_classes = 7
+    logits = 50.0 * np.eye(num_classes)[np.arange(10 * 70) % num_classes]
+    mean, std = inception_score(logits, num_splits=10)
+    assert mean == pytest.approx(num_classes, rel=1e-5) and std < 1e-4
+
+
+def test_inception_score_of_identical_predictions_is_one():
+    logits = np.tile(np.random.default_rng(10).normal(size=(1, 12)), (100, 1))
+    mean, std = inception_score(logits, num_splits=10)
+    assert mean == pytest.approx(1.0, abs=1e-5)
+
+
+def test_inception_score_matches_numpy_per_split():
+    logits = np.random.default_rng(11).normal(size=(40, 5)) * 2
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    scores = []
+    for part in np.split(p, 4):
+        marginal = part.mean(0)
+        scores.append(np.exp(np.mean(np.sum(part * (np.log(part) - np.log(marginal)), 1))))
+    mean, std = inception_score(logits, num_splits=4)
+    assert mean == pytest.approx(np.mean(scores), rel=1e-5) and std == pytest.approx(np.std(scores), rel=1e-3)
