@@ -159,3 +159,51 @@ def test_inception_score_matches_numpy_per_split():
         scores.append(np.exp(np.mean(np.sum(part * (np.log(part) - np.log(marginal)), 1))))
     mean, std = inception_score(logits, num_splits=4)
     assert mean == pytest.approx(np.mean(scores), rel=1e-5) and std == pytest.approx(np.std(scores), rel=1e-3)
+
+
+# --- digits classifier -----------------------------------------------------------------------------
+
+from genjax.evaluate import digits_classifier  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    train, train_labels = digits_classifier.digits_split("train")
+    test, test_labels = digits_classifier.digits_split("test")
+    params = digits_classifier.train_classifier(jax.random.key(0), train, train_labels, steps=300)
+    return params, (train, train_labels), (test, test_labels)
+
+
+def test_digits_classifier_is_accurate_on_the_held_out_split(digits_model):
+    params, _, (test, test_labels) = digits_model
+    assert len(test) == 360
+    assert digits_classifier.class_accuracy(params, test, test_labels) > 0.95
+
+
+def test_class_accuracy_with_permuted_labels_is_chance(digits_model):
+    params, _, (test, test_labels) = digits_model
+    permuted = np.random.default_rng(0).permutation(test_labels)
+    assert digits_classifier.class_accuracy(params, test, permuted) < 0.2
+
+
+def test_digits_frechet_distance_separates_real_digits_from_noise_and_shuffled_pixels(digits_model):
+    params, (train, _), (test, _) = digits_model
+    rng = np.random.default_rng(1)
+    shuffled = np.stack([rng.permutation(image.ravel()).reshape(image.shape) for image in test])
+    noise = rng.integers(0, 256, size=test.shape).astype(np.uint8)
+    real = digits_classifier.frechet_digits_distance(params, train, test)
+    assert digits_classifier.features(params, test).shape == (360, digits_classifier.FEATURE_DIM)
+    assert real < 0.1 * digits_classifier.frechet_digits_distance(params, shuffled, test)
+    assert real < 0.1 * digits_classifier.frechet_digits_distance(params, noise, test)
+
+
+def test_cached_classifier_is_the_seeded_training_and_is_not_retrained(tmp_path, monkeypatch):
+    path = str(tmp_path / "digits_classifier.npz")
+    trained = digits_classifier.load_or_train(path, seed=3, steps=20)
+    train, train_labels = digits_classifier.digits_split("train")
+    again = digits_classifier.train_classifier(jax.random.key(3), train, train_labels, steps=20)
+    monkeypatch.setattr(digits_classifier, "train_classifier", lambda *a, **k: pytest.fail("retrained"))
+    loaded = digits_classifier.load_or_train(path, seed=3, steps=20)
+    for a, b, c in zip(jax.tree.leaves(trained), jax.tree.leaves(again), jax.tree.leaves(loaded)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
