@@ -207,3 +207,128 @@ def test_cached_classifier_is_the_seeded_training_and_is_not_retrained(tmp_path,
     for a, b, c in zip(jax.tree.leaves(trained), jax.tree.leaves(again), jax.tree.leaves(loaded)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+
+
+# --- Inception-v3 (random weights; the real ones cannot be downloaded here) ---------------------
+
+from experiments import convert_inception_weights  # noqa: E402
+from genjax.evaluate import inception  # noqa: E402
+
+_BN_TORCH = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+
+
+def _fake_pytorch_fid_state_dict(rng):
+    """Random arrays under pytorch-fid's tensor names and torch layouts."""
+    state = {}
+    for key, shape in inception.expected_shapes().items():
+        *module, layer, name = key.split("/")
+        if layer == "conv":
+            state[".".join(module + ["conv.weight"])] = rng.normal(size=(shape[3], shape[2], shape[0], shape[1]))
+        elif layer == "bn":
+            state[".".join(module + ["bn", _BN_TORCH[name]])] = rng.uniform(0.5, 1.5, size=shape)
+            state[".".join(module + ["bn.num_batches_tracked"])] = np.asarray(0)
+        else:
+            state["fc." + ("weight" if name == "kernel" else "bias")] = rng.normal(size=shape[::-1])
+    return state
+
+
+def test_inception_has_the_fid_networks_tensors():
+    shapes = inception.expected_shapes()
+    batch_norm_channels = sum(s[0] for k, s in shapes.items() if k.endswith("bn/mean"))
+    trainable = sum(int(np.prod(s)) for s in shapes.values()) - 2 * batch_norm_channels
+    # torchvision's Inception-v3 without the auxiliary head: 23,834,568 parameters with 1000
+    # classes; the FID graph has 1008 (8 more rows of 2048 weights and a bias each).
+    assert trainable == 23_834_568 + 8 * 2049
+    assert shapes["Mixed_7c/branch_pool/conv/kernel"] == (1, 1, 2048, 192)
+    assert shapes["Mixed_6b/branch7x7_2/conv/kernel"] == (1, 7, 128, 128)
+    assert shapes["fc/kernel"] == (2048, 1008)
+
+
+def test_inception_maps_32px_images_to_pool3_and_logits_independently_of_the_batch():
+    params = inception.random_params(1)
+    rng = np.random.default_rng(1)
+    first, others = rng.uniform(0, 255, size=(1, 32, 32, 3)), rng.uniform(0, 255, size=(4, 32, 32, 3))
+    a = inception.apply_inception(params, np.concatenate([first, others[:2]]))
+    b = inception.apply_inception(params, np.concatenate([first, others[2:]]))
+    assert a["pool3"].shape == (3, 2048) and a["logits"].shape == (3, 1008) and a["logits_unbiased"].shape == (3, 1008)
+    assert np.all(np.isfinite(a["pool3"])) and np.all(np.asarray(a["pool3"]) >= 0)
+    np.testing.assert_allclose(a["pool3"][0], b["pool3"][0], rtol=1e-5, atol=1e-7)
+    assert not np.allclose(a["pool3"][1], b["pool3"][1], rtol=1e-3)
+    unbiased = np.asarray(a["pool3"], np.float64) @ np.asarray(params["fc"]["kernel"], np.float64)
+    np.testing.assert_allclose(a["logits_unbiased"], unbiased, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(a["logits"], unbiased + np.asarray(params["fc"]["bias"]), rtol=1e-4, atol=1e-6)
+
+
+def test_resize_is_torch_bilinear_without_align_corners():
+    # torch.nn.functional.interpolate(mode="bilinear", align_corners=False), written out:
+    # source coordinate (i + 0.5) * in / out - 0.5, clamped at 0, linear between neighbours.
+    image = np.random.default_rng(2).uniform(0, 255, size=(1, 5, 5, 3))
+
+    def axis_weights(n_in, n_out):
+        w = np.zeros((n_out, n_in))
+        for i in range(n_out):
+            x = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+            lo = min(int(np.floor(x)), n_in - 1)
+            hi, frac = min(lo + 1, n_in - 1), x - lo
+            w[i, lo] += 1 - frac
+            w[i, hi] += frac
+        return w
+
+    w = axis_weights(5, 13)
+    expected = np.einsum("ah,bw,nhwc->nabc", w, w, image) / 127.5 - 1
+    np.testing.assert_allclose(inception.resize_and_scale(image, 13), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_average_pools_inside_blocks_ignore_the_padding():
+    # TF's average pool (FID's graph) averages only the pixels inside the image: ones stay ones.
+    np.testing.assert_allclose(inception._avg_pool_same(np.ones((1, 4, 4, 2), np.float32)), 1.0)
+
+
+def test_converter_maps_pytorch_fid_tensors_to_the_flax_layout(tmp_path):
+    rng = np.random.default_rng(3)
+    state = _fake_pytorch_fid_state_dict(rng)
+    arrays = convert_inception_weights.convert_state_dict(state)
+    np.testing.assert_array_equal(arrays["Mixed_6b/branch7x7_2/conv/kernel"],
+                                  state["Mixed_6b.branch7x7_2.conv.weight"].transpose(2, 3, 1, 0).astype(np.float32))
+    np.testing.assert_array_equal(arrays["Mixed_5b/branch_pool/bn/var"],
+                                  state["Mixed_5b.branch_pool.bn.running_var"].astype(np.float32))
+    np.testing.assert_array_equal(arrays["fc/kernel"], state["fc.weight"].T.astype(np.float32))
+    # A converted conv kernel computes torch's convolution (NCHW input, OIHW weight).
+    weight = state["Mixed_6b.branch7x7_2.conv.weight"][:4, :3].astype(np.float32)  # [4, 3, 1, 7]
+    x = rng.normal(size=(1, 3, 5, 9)).astype(np.float32)
+    torch_like = jax.lax.conv_general_dilated(x, weight, (1, 1), ((0, 0), (3, 3)),
+                                              dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    conv = inception.nn.Conv(4, (1, 7), padding=((0, 0), (3, 3)), use_bias=False)
+    flax_out = conv.apply({"params": {"kernel": weight.transpose(2, 3, 1, 0)}}, x.transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(flax_out, np.asarray(torch_like).transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="Mixed_5b.branch1x1.conv.weight|lacks the tensor for Mixed_5b/branch1x1"):
+        convert_inception_weights.convert_state_dict({k: v for k, v in state.items()
+                                                      if k != "Mixed_5b.branch1x1.conv.weight"})
+
+
+def test_weight_file_round_trips_and_bad_files_get_one_clear_error(tmp_path):
+    arrays = convert_inception_weights.convert_state_dict(_fake_pytorch_fid_state_dict(np.random.default_rng(4)))
+    path = str(tmp_path / "inception_fid.npz")
+    inception.save_weights(path, arrays, source_sha256=inception.SOURCE_SHA256_PREFIX + "0" * 56)
+    params = inception.load_weights(path, expected_content_sha256=inception.content_sha256(arrays))
+    np.testing.assert_array_equal(params["Mixed_7c"]["branch3x3_2a"]["conv"]["kernel"],
+                                  arrays["Mixed_7c/branch3x3_2a/conv/kernel"])
+
+    def error_of(path, **kwargs):
+        with pytest.raises(inception.InceptionWeightsError) as caught:
+            inception.load_weights(path, **kwargs)
+        message = str(caught.value)
+        assert "\n" not in message and inception.SOURCE_URL in message
+        return message
+
+    assert "no Inception weights" in error_of(str(tmp_path / "missing.npz"))
+    assert "not the pinned weights" in error_of(path, expected_content_sha256="0" * 64)
+    tampered = dict(np.load(path))
+    tampered["fc/bias"] = tampered["fc/bias"] + 1
+    np.savez(tmp_path / "tampered.npz", **tampered)
+    assert "corrupt" in error_of(str(tmp_path / "tampered.npz"))
+    inception.save_weights(str(tmp_path / "other.npz"), arrays, source_sha256="f" * 64)
+    assert "converted from a file" in error_of(str(tmp_path / "other.npz"))
+    arrays["fc/bias"] = arrays["fc/bias"][:1000]
+    inception.save_weights(str(tmp_path / "shape.npz"), arrays, source_sha256=inception.SOURCE_SHA256_PREFIX)
+    assert "wrong shape fc/bias" in error_of(str(tmp_path / "shape.npz"))
