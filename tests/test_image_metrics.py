@@ -262,8 +262,6 @@ def test_inception_maps_32px_images_to_pool3_and_logits_independently_of_the_bat
 def test_resize_is_torch_bilinear_without_align_corners():
     # torch.nn.functional.interpolate(mode="bilinear", align_corners=False), written out:
     # source coordinate (i + 0.5) * in / out - 0.5, clamped at 0, linear between neighbours.
-    image = np.random.default_rng(2).uniform(0, 255, size=(1, 5, 5, 3))
-
     def axis_weights(n_in, n_out):
         w = np.zeros((n_out, n_in))
         for i in range(n_out):
@@ -274,9 +272,11 @@ def test_resize_is_torch_bilinear_without_align_corners():
             w[i, hi] += frac
         return w
 
-    w = axis_weights(5, 13)
-    expected = np.einsum("ah,bw,nhwc->nabc", w, w, image) / 127.5 - 1
-    np.testing.assert_allclose(inception.resize_and_scale(image, 13), expected, rtol=1e-5, atol=1e-5)
+    for size_in, size_out in ((5, 13), (40, 13)):  # up (CIFAR -> 299) and down (no antialiasing)
+        image = np.random.default_rng(2).uniform(0, 255, size=(1, size_in, size_in, 3))
+        w = axis_weights(size_in, size_out)
+        expected = np.einsum("ah,bw,nhwc->nabc", w, w, image) / 127.5 - 1
+        np.testing.assert_allclose(inception.resize_and_scale(image, size_out), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_average_pools_inside_blocks_ignore_the_padding():
