@@ -332,3 +332,85 @@ def test_weight_file_round_trips_and_bad_files_get_one_clear_error(tmp_path):
     arrays["fc/bias"] = arrays["fc/bias"][:1000]
     inception.save_weights(str(tmp_path / "shape.npz"), arrays, source_sha256=inception.SOURCE_SHA256_PREFIX)
     assert "wrong shape fc/bias" in error_of(str(tmp_path / "shape.npz"))
+
+
+# --- streaming features over the mesh ----------------------------------------------------------------
+
+from genjax.evaluate import features as feature_stream  # noqa: E402
+
+
+@jax.jit
+def _toy_features(weight, pixels):
+    flat = pixels.reshape(pixels.shape[0], -1)
+    return {"pool3": jax.numpy.tanh(flat @ weight), "logits": flat[:, :5]}
+
+
+def test_streamed_features_on_a_mesh_equal_one_shot_statistics():
+    rng = np.random.default_rng(12)
+    weight = rng.normal(size=(4 * 4 * 3, 6)).astype(np.float32) / 7
+    pixels = rng.uniform(0, 255, size=(48, 4, 4, 3)).astype(np.float32) / 255
+    batches = np.split(pixels, 6)
+    mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:4])
+    one_shot = np.asarray(_toy_features(weight, pixels)["pool3"], np.float64)
+    for grid in (None, mesh):
+        moments, kept = feature_stream.stream_features(_toy_features, weight, batches, "pool3", keep=("logits",),
+                                                       mesh=grid)
+        mu, sigma = frechet.gaussian_statistics(moments)
+        np.testing.assert_allclose(mu, one_shot.mean(0), rtol=1e-5)
+        np.testing.assert_allclose(sigma, np.cov(one_shot, rowvar=False), rtol=1e-4, atol=1e-7)
+        np.testing.assert_array_equal(kept["logits"], pixels.reshape(48, -1)[:, :5])
+
+
+def test_grey_pixels_become_three_equal_channels():
+    grey = np.arange(8.0).reshape(2, 2, 2, 1)
+    rgb = feature_stream.to_rgb(grey)
+    assert rgb.shape == (2, 2, 2, 3) and np.all(rgb == grey)
+
+
+_TWO_PROCESS_SCRIPT = """
+import sys, numpy as np, jax
+process, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process)
+from genjax.evaluate import features, frechet
+from tests.test_image_metrics import _toy_features, _two_process_data
+weight, pixels = _two_process_data()
+share = pixels[process * 24:(process + 1) * 24]  # each process reads its own half
+mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+moments, kept = features.stream_features(_toy_features, weight, np.split(share, 3), "pool3", keep=("logits",), mesh=mesh)
+mu, sigma = frechet.gaussian_statistics(moments)
+np.savez(f"{out}/{process}.npz", mu=mu, sigma=sigma, count=moments.count, logits=kept["logits"])
+"""
+
+
+def _two_process_data():
+    rng = np.random.default_rng(13)
+    weight = rng.normal(size=(4 * 4 * 3, 6)).astype(np.float32) / 7
+    return weight, rng.uniform(0, 1, size=(48, 4, 4, 3)).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_two_processes_merge_their_shares_into_the_statistics_of_the_union(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from tests.subprocess_env import cpu_environment
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    root = __import__("os").path.dirname(__import__("os").path.dirname(__file__))
+    children = [subprocess.Popen(["timeout", "-s", "KILL", "240", sys.executable, "-c", _TWO_PROCESS_SCRIPT, str(i),
+                                  port, str(tmp_path)], cwd=root, env=cpu_environment(2), stderr=subprocess.PIPE,
+                                 text=True) for i in range(2)]
+    for child in children:
+        assert child.wait() == 0, child.stderr.read()[-3000:]
+    weight, pixels = _two_process_data()
+    expected = np.asarray(_toy_features(weight, pixels)["pool3"], np.float64)
+    results = [np.load(tmp_path / f"{i}.npz") for i in range(2)]
+    for result in results:
+        assert int(result["count"]) == 48
+        np.testing.assert_allclose(result["mu"], expected.mean(0), rtol=1e-5)
+        np.testing.assert_allclose(result["sigma"], np.cov(expected, rowvar=False), rtol=1e-4, atol=1e-7)
+        np.testing.assert_array_equal(result["logits"], pixels.reshape(48, -1)[:, :5])
+    np.testing.assert_array_equal(results[0]["sigma"], results[1]["sigma"])

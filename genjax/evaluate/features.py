@@ -1,0 +1,64 @@
+"""Features of a stream of image batches for FID/KID/IS, each process reading its own share.
+
+`stream_features(apply_fn, params, batches, mesh)`: every process passes its own batches of
+pixels; each batch is placed on the mesh split over `batch_axis` (params replicated), so every
+device computes its rows, and the per-process results come back to that process. The feature
+moments (frechet.FeatureMoments) are accumulated per process and merged across processes;
+other outputs (e.g. logits for IS, features for KID) are concatenated per process and, with
+`gather=True`, across processes (process 0's rows first).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from genjax.evaluate import frechet
+
+
+def to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """[B, H, W, 1] grey -> [B, H, W, 3] (repeated), RGB unchanged."""
+    pixels = np.asarray(pixels)
+    return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels
+
+
+def stream_features(apply_fn: Callable[[Any, Any], dict], params: Any, batches: Iterable[np.ndarray],
+                    feature_key: str, keep: tuple[str, ...] = (), mesh: jax.sharding.Mesh | None = None,
+                    batch_axis: str = "data", gather: bool = True) -> tuple[frechet.FeatureMoments, dict]:
+    """(moments of outputs[feature_key] over all processes, {key: [N, ...] for key in keep}).
+
+    apply_fn(params, pixels) -> dict of [B, ...] arrays (e.g. `inception.apply_inception`,
+    keys 'pool3', 'logits'). Without a mesh, batches run on the default device. With one,
+    each process's batch size must be a multiple of its devices along batch_axis.
+    """
+    moments, kept, dim = None, {key: [] for key in keep}, None
+    sharding = NamedSharding(mesh, P(batch_axis)) if mesh is not None else None
+    if mesh is not None:
+        params = jax.device_put(params, NamedSharding(mesh, P()))
+    for local in batches:
+        local = np.asarray(local, np.float32)
+        if mesh is None:
+            outputs = {key: np.asarray(value) for key, value in apply_fn(params, local).items()}
+        else:
+            from jax.experimental import multihost_utils
+
+            global_shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
+            pixels = jax.make_array_from_process_local_data(sharding, local, global_shape)
+            result = apply_fn(params, pixels)
+            outputs = {key: np.asarray(value) for key, value in
+                       multihost_utils.global_array_to_host_local_array(result, mesh, P(batch_axis)).items()}
+        features = outputs[feature_key]
+        moments = frechet.accumulate(moments if moments is not None else frechet.empty_moments(features.shape[1]),
+                                     features)
+        for key in keep:
+            kept[key].append(outputs[key])
+    if moments is None:
+        raise ValueError("stream_features got no batches")
+    kept = {key: np.concatenate(values) for key, values in kept.items()}
+    if gather and jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        kept = {key: np.asarray(multihost_utils.process_allgather(value, tiled=True)) for key, value in kept.items()}
+    return frechet.merge_process_moments(moments), kept
