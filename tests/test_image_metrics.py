@@ -101,6 +101,26 @@ def test_statistics_round_trip_and_metadata_is_checked(tmp_path):
         frechet.load_statistics(str(tmp_path / "missing.npz"))
 
 
+def test_reference_statistics_are_computed_once_and_never_overwritten(tmp_path):
+    path = str(tmp_path / "cifar10_train.npz")
+    features = np.random.default_rng(14).normal(size=(50, 4))
+    metadata = {"features": "inception-2015-12-05/pool3", "dataset": "cifar10", "split": "train", "size": (32, 32)}
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return frechet.batch_moments(features)
+
+    first = frechet.load_or_compute_statistics(path, compute, metadata)
+    second = frechet.load_or_compute_statistics(path, compute, metadata)
+    assert len(calls) == 1 and first[2] == second[2] == 50
+    np.testing.assert_array_equal(first[1], second[1])
+    np.testing.assert_allclose(second[1], np.cov(features, rowvar=False), rtol=1e-12)
+    with pytest.raises(ValueError, match="split"):
+        frechet.load_or_compute_statistics(path, compute, dict(metadata, split="test"))
+    assert len(calls) == 1 and frechet.load_statistics(path)[3]["split"] == "train"
+
+
 # --- KID ---------------------------------------------------------------------------------------------
 
 def test_kid_of_one_distribution_is_zero_within_its_standard_error():
@@ -178,6 +198,8 @@ def test_digits_classifier_is_accurate_on_the_held_out_split(digits_model):
     params, _, (test, test_labels) = digits_model
     assert len(test) == 360
     assert digits_classifier.class_accuracy(params, test, test_labels) > 0.95
+    quality = digits_classifier.sample_quality(params, test, test_labels, reference_pixels=test)
+    assert quality["digits_frechet"] < 1e-6 and quality["digits_class_accuracy"] > 0.95
 
 
 def test_class_accuracy_with_permuted_labels_is_chance(digits_model):

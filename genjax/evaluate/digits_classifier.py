@@ -122,6 +122,17 @@ def frechet_digits_distance(params, pixels, reference_pixels) -> float:
     return frechet.frechet_distance_of_features(features(params, pixels), features(params, reference_pixels))
 
 
+def sample_quality(params, pixels, labels=None, reference_pixels=None) -> dict[str, float]:
+    """{'digits_frechet': Frechet distance of the samples' features to the test split's (or
+    reference_pixels'), 'digits_class_accuracy': accuracy against the classes the samples were
+    drawn for (only when labels are given)}."""
+    reference = digits_split("test")[0] if reference_pixels is None else reference_pixels
+    result = {"digits_frechet": frechet_digits_distance(params, pixels, reference)}
+    if labels is not None:
+        result["digits_class_accuracy"] = class_accuracy(params, pixels, labels)
+    return result
+
+
 # --- cached classifier -----------------------------------------------------------------------------
 
 def _fingerprint(seed: int, steps: int) -> dict:

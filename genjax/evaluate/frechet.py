@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -199,7 +199,25 @@ def load_statistics(path: str, expect: Mapping[str, Any] | None = None) -> tuple
         mu, sigma, count = stored["mu"], stored["sigma"], int(stored["count"])
         metadata = json.loads(str(stored["metadata"]))
     for key, value in (expect or {}).items():
-        if metadata.get(key) != value:
+        if metadata.get(key) != json.loads(json.dumps(value)):  # as stored: tuples became lists
             raise ValueError(f"reference statistics {path} have {key}={metadata.get(key)!r}, expected {value!r}: "
                              "delete the file to recompute them")
     return mu, sigma, count, metadata
+
+
+def load_or_compute_statistics(path: str, compute: Callable[[], FeatureMoments], metadata: Mapping[str, Any],
+                               write: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mu, sigma, count) of the reference set: read from `path` if it was saved with this
+    metadata, else `compute()`d and (if `write`, e.g. on process 0 only) saved there.
+
+    A file at `path` with other metadata raises ValueError (it is not overwritten): point the
+    path elsewhere or delete the file.
+    """
+    if os.path.exists(path):
+        mu, sigma, count, _ = load_statistics(path, expect=metadata)
+        return mu, sigma, count
+    moments = compute()
+    mu, sigma = gaussian_statistics(moments)
+    if write:
+        save_statistics(path, mu, sigma, moments.count, metadata)
+    return mu, sigma, moments.count

@@ -17,6 +17,11 @@ Every convolution is conv (no bias) -> batch norm (inference: running mean/var, 
 ReLU. Convolutions and the fc run at full float32 precision (`Precision.HIGHEST`), so TPUs do
 not round them to bfloat16.
 
+Protocol (score_sde, EDM; the defaults here): FID between 50,000 samples and the statistics
+of the whole training split (`DEFAULT_NUM_SAMPLES`, `REFERENCE_SPLIT`); samples are first
+rounded to uint8 pixels (as EDM's PNGs and score_sde's uint8 arrays), grey images repeated over
+3 channels, then resized as above whatever their size; IS over 10 splits of the same 50,000.
+
 Weights: an .npz whose keys are the flax parameter paths joined by '/' (e.g.
 'Mixed_5b/branch5x5_2/conv/kernel' [5, 5, 48, 64] HWIO; 'Mixed_5b/branch5x5_2/bn/scale',
 '.../bn/bias', '.../bn/mean', '.../bn/var'; 'fc/kernel' [2048, 1008], 'fc/bias' [1008]) plus
@@ -45,6 +50,8 @@ INPUT_SIZE = 299
 SOURCE_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 SOURCE_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{SOURCE_FILENAME}"
 SOURCE_SHA256_PREFIX = "6726825d"
+DEFAULT_NUM_SAMPLES = 50_000
+REFERENCE_SPLIT = "train"
 FEATURE_EXTRACTOR_ID = "inception-2015-12-05/pool3"  # metadata of reference statistics
 HOW_TO_GET = (f"download {SOURCE_URL} and run `python -m experiments.convert_inception_weights "
               f"--source={SOURCE_FILENAME} --output=inception_fid.npz` (needs torch)")
