@@ -156,3 +156,23 @@ def load_or_train(path: str, seed: int = 0, steps: int = DEFAULT_STEPS) -> Any:
     np.savez(temporary, __fingerprint__=np.asarray(json.dumps(fingerprint, sort_keys=True)), **flat)
     os.replace(temporary, path)
     return params
+
+
+def reference_numbers(seed: int = 0, steps: int = DEFAULT_STEPS) -> dict[str, float]:
+    """What the measure reads on real data: test accuracy, and the Frechet distance to the test
+    split of the train split (the floor a perfect model reaches with that many samples),
+    of uniform noise and of the test images with their pixels shuffled."""
+    train, train_labels = digits_split("train")
+    test, test_labels = digits_split("test")
+    params = train_classifier(jax.random.key(seed), train, train_labels, steps=steps)
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, size=test.shape).astype(np.uint8)
+    shuffled = np.stack([rng.permutation(image.ravel()).reshape(image.shape) for image in test])
+    return {"test_accuracy": class_accuracy(params, test, test_labels),
+            "frechet_train_vs_test": frechet_digits_distance(params, train, test),
+            "frechet_noise_vs_test": frechet_digits_distance(params, noise, test),
+            "frechet_shuffled_vs_test": frechet_digits_distance(params, shuffled, test)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(reference_numbers(), indent=1))
