@@ -371,7 +371,7 @@ def test_streamed_features_on_a_mesh_equal_one_shot_statistics():
     rng = np.random.default_rng(12)
     weight = rng.normal(size=(4 * 4 * 3, 6)).astype(np.float32) / 7
     pixels = rng.uniform(0, 255, size=(48, 4, 4, 3)).astype(np.float32) / 255
-    batches = np.split(pixels, 6)
+    batches = np.split(pixels, [8, 16, 24, 30, 40])  # a 6-row batch does not split over 4 devices
     mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:4])
     one_shot = np.asarray(_toy_features(weight, pixels)["pool3"], np.float64)
     for grid in (None, mesh):
@@ -381,6 +381,18 @@ def test_streamed_features_on_a_mesh_equal_one_shot_statistics():
         np.testing.assert_allclose(mu, one_shot.mean(0), rtol=1e-5)
         np.testing.assert_allclose(sigma, np.cov(one_shot, rowvar=False), rtol=1e-4, atol=1e-7)
         np.testing.assert_array_equal(kept["logits"], pixels.reshape(48, -1)[:, :5])
+
+
+def test_source_batches_give_each_process_an_equal_contiguous_share():
+    class Source:
+        num_examples = 11
+        records = [{"image": np.full((2, 2, 1), i, np.uint8)} for i in range(11)]
+
+    shares = [[batch[:, 0, 0, 0].tolist() for batch in feature_stream.source_pixel_batches(Source, 2, p, 3)]
+              for p in range(3)]
+    assert shares == [[[0, 1], [2]], [[3, 4], [5]], [[6, 7], [8]]]
+    first = next(iter(feature_stream.source_pixel_batches(Source, 4)))
+    assert first.shape == (4, 2, 2, 3)
 
 
 def test_grey_pixels_become_three_equal_channels():

@@ -31,7 +31,9 @@ def stream_features(apply_fn: Callable[[Any, Any], dict], params: Any, batches: 
 
     apply_fn(params, pixels) -> dict of [B, ...] arrays (e.g. `inception.apply_inception`,
     keys 'pool3', 'logits'). Without a mesh, batches run on the default device. With one,
-    each process's batch size must be a multiple of its devices along batch_axis.
+    every process must pass batches of the same sizes in the same order (e.g. from
+    `source_pixel_batches`); a batch that does not split evenly over this process's devices
+    is padded with zeros whose outputs are dropped.
     """
     moments, kept, dim = None, {key: [] for key in keep}, None
     sharding = NamedSharding(mesh, P(batch_axis)) if mesh is not None else None
@@ -44,10 +46,15 @@ def stream_features(apply_fn: Callable[[Any, Any], dict], params: Any, batches: 
         else:
             from jax.experimental import multihost_utils
 
-            global_shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
-            pixels = jax.make_array_from_process_local_data(sharding, local, global_shape)
+            rows = local.shape[0]
+            per_device = -(-rows // (mesh.shape[batch_axis] // jax.process_count()))
+            padded = np.zeros((per_device * (mesh.shape[batch_axis] // jax.process_count()),) + local.shape[1:],
+                              local.dtype)
+            padded[:rows] = local
+            global_shape = (padded.shape[0] * jax.process_count(),) + local.shape[1:]
+            pixels = jax.make_array_from_process_local_data(sharding, padded, global_shape)
             result = apply_fn(params, pixels)
-            outputs = {key: np.asarray(value) for key, value in
+            outputs = {key: np.asarray(value)[:rows] for key, value in
                        multihost_utils.global_array_to_host_local_array(result, mesh, P(batch_axis)).items()}
         features = outputs[feature_key]
         moments = frechet.accumulate(moments if moments is not None else frechet.empty_moments(features.shape[1]),
@@ -62,3 +69,17 @@ def stream_features(apply_fn: Callable[[Any, Any], dict], params: Any, batches: 
 
         kept = {key: np.asarray(multihost_utils.process_allgather(value, tiled=True)) for key, value in kept.items()}
     return frechet.merge_process_moments(moments), kept
+
+
+def source_pixel_batches(source, batch_size: int, process_index: int = 0, process_count: int = 1,
+                         image_key: str = "image", limit: int | None = None) -> Iterable[np.ndarray]:
+    """This process's share of an ImageSource (genjax.data.images.sources) as RGB pixel
+    batches [<= batch_size, H, W, 3] on 0..255, in record order: the first `limit` records
+    (all if None) cut into process_count contiguous shares of floor(n / process_count), so
+    every process yields the same batch sizes (the last n mod process_count are left out)."""
+    total = source.num_examples if limit is None else min(limit, source.num_examples)
+    share = total // process_count
+    start = process_index * share
+    for offset in range(start, start + share, batch_size):
+        index = range(offset, min(offset + batch_size, start + share))
+        yield to_rgb(np.stack([np.asarray(source.records[i][image_key]) for i in index]))
