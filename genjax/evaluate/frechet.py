@@ -194,7 +194,8 @@ def load_statistics(path: str, expect: Mapping[str, Any] | None = None) -> tuple
     dataset give meaningless distances).
     """
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no reference statistics at {path}: compute them first (same feature extractor and dataset)")
+        raise FileNotFoundError(f"no reference statistics at {path}: compute them first "
+                                "(same feature extractor and dataset)")
     with np.load(path, allow_pickle=False) as stored:
         mu, sigma, count = stored["mu"], stored["sigma"], int(stored["count"])
         metadata = json.loads(str(stored["metadata"]))

@@ -276,8 +276,8 @@ def save_weights(path: str, arrays: Mapping[str, np.ndarray], source_sha256: str
     """Writes the weight .npz (module docstring), atomically."""
     arrays = {key: np.asarray(value, np.float32) for key, value in arrays.items()}
     temporary = f"{path}.tmp.npz"
-    np.savez(temporary, __source_sha256__=np.asarray(source_sha256), __content_sha256__=np.asarray(content_sha256(arrays)),
-             **arrays)
+    np.savez(temporary, __source_sha256__=np.asarray(source_sha256),
+             __content_sha256__=np.asarray(content_sha256(arrays)), **arrays)
     os.replace(temporary, path)
 
 
