@@ -448,3 +448,19 @@ def test_two_processes_merge_their_shares_into_the_statistics_of_the_union(tmp_p
         np.testing.assert_allclose(result["sigma"], np.cov(expected, rowvar=False), rtol=1e-4, atol=1e-7)
         np.testing.assert_array_equal(result["logits"], pixels.reshape(48, -1)[:, :5])
     np.testing.assert_array_equal(results[0]["sigma"], results[1]["sigma"])
+
+
+def test_converter_refuses_a_file_that_is_not_pytorch_fids_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    source = tmp_path / "pt_inception.pth"
+    source.write_bytes(b"not the weights")
+    output = tmp_path / "inception_fid.npz"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "experiments.convert_inception_weights", f"--source={source}",
+                             f"--output={output}"], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 1 and not output.exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and inception.SOURCE_SHA256_PREFIX in lines[0] and inception.SOURCE_URL in lines[0]
