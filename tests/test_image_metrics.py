@@ -219,6 +219,15 @@ def test_digits_frechet_distance_separates_real_digits_from_noise_and_shuffled_p
     assert real < 0.1 * digits_classifier.frechet_digits_distance(params, noise, test)
 
 
+def test_digits_frechet_distance_grows_with_the_noise_added_to_real_digits(digits_model):
+    params, (train, _), (test, _) = digits_model
+    rng = np.random.default_rng(2)
+    distances = [digits_classifier.frechet_digits_distance(
+        params, np.clip(train + rng.normal(scale=scale, size=train.shape), 0, 255), test)
+        for scale in (0.0, 20.0, 60.0, 120.0)]
+    assert np.all(np.diff(distances) > 0), distances
+
+
 def test_cached_classifier_is_the_seeded_training_and_is_not_retrained(tmp_path, monkeypatch):
     path = str(tmp_path / "digits_classifier.npz")
     trained = digits_classifier.load_or_train(path, seed=3, steps=20)
