@@ -8,10 +8,17 @@ import pytest
 from jax import lax
 
 from genjax.nets.unet import NCSNpp
+from genjax.nets.unet import conv_weight_grad
 from genjax.nets.unet.conv_weight_grad import conv_general_dilated, kernel_gradient_by_taps
 from tests.test_unets import TINY, images, loss_and_grad, variables_like
 
 NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.fixture(autouse=True)
+def taps_at_any_width(monkeypatch):
+    """The small test convolutions take the tap-wise path too (it is skipped below 64 channels)."""
+    monkeypatch.setattr(conv_weight_grad, "MIN_TAP_CHANNELS", 1)
 
 
 def native(x, w, strides, padding):
