@@ -64,6 +64,11 @@ def test_digits_train_and_evaluate_write_a_grid_and_bits_per_dim(data_dir, tmp_p
     assert nll["failed_points"] == 0 and nll["num_points"] == 8
     assert nll["bits_per_dim"] == pytest.approx(nll["nll_nats_per_dim"] / LN2 + 7.0)
     assert "bits/dim" in format_table(results)
+    # The offline digits measure: an untrained model's samples are far from the real digits' floor.
+    floor = results["baselines"]["data_vs_data"]["digits_frechet"]
+    assert 0 < floor < 20 < results["samplers"]["euler_maruyama"]["digits_frechet"]
+    assert "digits_class_accuracy" not in results["samplers"]["euler_maruyama"]  # unconditional
+    assert (tmp_path / "eval" / "digits_classifier.npz").exists()
     # The untrained model is far from the data but not worse than 8-bit noise by orders of magnitude.
     assert 7.0 < nll["bits_per_dim"] < 20.0
 

@@ -5,7 +5,10 @@ fresh draw from the true distribution, with the NFE it spent. Two baselines brac
 the prior's samples (what an untrained model would score) and a second fresh data set (the
 Monte Carlo noise floor: the best any model can show at this sample size). The NLL of
 held-out data through the probability-flow ODE (nats/dim) is reported beside the NLL the
-prior alone gives the same points.
+prior alone gives the same points. For images, the NLL is also given in bits/dim of the 8-bit
+data; for the digits, the offline image measure of genjax.evaluate.digits_classifier is added
+per sampler (`digits_frechet`, and `digits_class_accuracy` for class-conditional samples), with
+the real training digits' Frechet distance as its floor.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import numpy as np
 
 from genjax import workdir as workdir_lib
 from genjax.evaluate.bits_per_dim import LN2, bits_per_dim_offset, dequantize
+from genjax.evaluate import digits_classifier
 from genjax.evaluate.image_grid import to_uint8
 from genjax.evaluate.likelihood import negative_log_likelihood
 from genjax.evaluate.sampling import draw, write_sample_set
@@ -58,9 +62,16 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
                "baselines": {"data_vs_data": sample_quality(metrics_key, second_reference, reference),
                              "prior_vs_data": sample_quality(metrics_key, flattened(prior), reference)},
                "samplers": {}}
+    digits = _digits_classifier(workdir) if config.data.name == "digits" else None
+    if digits is not None:  # the offline image measure's floor: the real training digits against the test split
+        results["baselines"]["data_vs_data"]["digits_frechet"] = digits_classifier.frechet_digits_distance(
+            digits, digits_classifier.digits_split("train")[0], digits_classifier.digits_split("test")[0])
+    labels = experiment.default_condition(num)
     for name, drawn in drawn_by_sampler.items():
         npz_file, png_file = write_sample_set(workdir, step, name, drawn, reference, data_range=data_range)
         quality = sample_quality(metrics_key, flattened(drawn["samples"]), reference)
+        if digits is not None:
+            quality.update(digits_classifier.sample_quality(digits, to_uint8(drawn["samples"], data_range), labels))
         results["samplers"][name] = {
             **quality,
             "nfe_mean": float(drawn["nfe"].mean()),
@@ -73,6 +84,15 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
         results["likelihood"] = nll
     workdir_lib.write_json(workdir_lib.resolve(workdir) / "eval" / f"step_{step}.json", results)
     return results
+
+
+def _digits_classifier(workdir):
+    """The digits classifier (genjax.evaluate.digits_classifier), cached in eval/ of a local
+    workdir (trained in seconds; in memory only for an object-store workdir)."""
+    path = workdir_lib.resolve(workdir) / "eval" / "digits_classifier.npz"
+    if workdir_lib.is_local(path):
+        return digits_classifier.load_or_train(str(path))
+    return digits_classifier.train_classifier(jax.random.key(0), *digits_classifier.digits_split("train"))
 
 
 def flattened(points: np.ndarray) -> np.ndarray:
@@ -109,6 +129,14 @@ def format_table(results: dict) -> str:
     lines = [f"{'samples':30s} {'SWD':>9s} {'MMD':>10s} {'NFE':>7s}"]
     for name, r, nfe in rows:
         lines.append(f"{name:30s} {r['swd']:9.4f} {r['mmd']:10.5f} {'' if nfe is None else f'{nfe:7.1f}'}")
+    digits_rows = [(name, r) for name, r, _ in rows if "digits_frechet" in r]
+    if digits_rows:
+        lines.append("digits classifier (offline image measure): Frechet distance of its features to the test split"
+                     "; class accuracy of conditional samples")
+        for name, r in digits_rows:
+            accuracy = f", class accuracy {r['digits_class_accuracy']:.3f}" if "digits_class_accuracy" in r else ""
+            floor = " (the real training digits: the floor)" if r is results["baselines"]["data_vs_data"] else ""
+            lines.append(f"  {name:28s} Frechet {r['digits_frechet']:8.2f}{accuracy}{floor}")
     if "likelihood" in results:
         nll = results["likelihood"]
         lines.append(
