@@ -22,7 +22,9 @@ Step control (`step_control`, adaptive solvers):
   "per_example" (the default): `jax.vmap` of a function that calls `diffeqsolve` on one
       example, so every example has its own step sizes, step count and NFE. Fewest NFE per
       example, no coupling between examples, and a sample depends only on its own prior
-      draw: the sample set is the same whatever the chunking or the device count. Under
+      draw: the sample set is the same whatever the chunking or the device count (bitwise in
+      float64; in float32, rounding that differs with the batch shape can flip an accept/reject
+      decision near the tolerance, so chunks agree to the tolerance, not bitwise). Under
       `vmap` the batch runs in lock step until its slowest example is done (finished
       examples are masked, but their field is still evaluated), so the evaluations spent
       on a batch are `max_nfe` per example, while `nfe` reports each example's own cost.
