@@ -140,6 +140,12 @@ def test_per_batch_hutchinson_uses_each_points_own_probes():
         step_control=control))(points)
     per_example, per_batch = run("per_example"), run("per_batch")
     np.testing.assert_allclose(per_batch.log_prob_per_probe, per_example.log_prob_per_probe, atol=2e-3)
+    alone = jax.jit(lambda p, first: log_likelihood(
+        PROCESS, oracle_likelihood.SCORE, p, oracle_likelihood.KEY, divergence="hutchinson", num_probes=4,
+        first_index=first))
+    for i in (0, 17, 49):  # each point solved on its own, with the probes of its global index
+        np.testing.assert_allclose(per_batch.log_prob_per_probe[i], alone(points[i:i + 1], i).log_prob_per_probe[0],
+                                   atol=2e-3)
     np.testing.assert_array_equal(per_batch.nfe, per_batch.nfe[0])
     assert int(per_batch.nfe[0]) % 4 == 0  # K solves' worth per point
 
