@@ -117,11 +117,11 @@ def main() -> None:
 
     results = {"torch": torch.__version__, "threads": torch.get_num_threads()}
     with torch.inference_mode():
-        probability_flow()  # warm-up (allocator, thread pool)
+        for _ in range(3):  # warm-up (allocator, thread pool)
+            network(x_T, torch.full((x_T.shape[0],), t_max))
         start = time.perf_counter()
         samples, nfe = probability_flow()
         results["dopri5"] = {"seconds": time.perf_counter() - start, "nfe": nfe}
-        euler_maruyama(5)
         start = time.perf_counter()
         _, nfe = euler_maruyama(int(weights["em_steps"]))
         results["euler_maruyama"] = {"seconds": time.perf_counter() - start, "nfe": nfe}

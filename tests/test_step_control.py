@@ -196,7 +196,8 @@ def test_t0_from_the_config_reaches_the_solver():
         options = dict(experiment.config.evaluate.likelihood)
         nll[t0] = negative_log_likelihood(experiment, None, data, options,
                                           model=lambda _: gaussian_score(experiment.process))
-        assert nll[t0]["failed_points"] == 0
+        assert nll[t0]["failed_points"] == 0 and nll[t0]["divergence"] == "exact"
+    assert nll[None]["t0"] == 1e-3 and nll[1e-5]["t0"] == 1e-5  # the result says which density it is
     process = experiment.process
 
     def analytic_nll(t):
