@@ -256,3 +256,24 @@ def test_per_batch_options_reach_the_sampler_through_the_factory():
     sampler = factory.build_sampler(config, "probability_flow")
     result = jax.jit(lambda k: sampler(PROCESS, SCORE, k, 100, SHAPE))(KEY)
     np.testing.assert_array_equal(result.samples, draw("per_batch", num=100).samples)
+
+
+# --- the benchmark's bad input ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    ([], "error: --workdir is required"),
+    (["--workdir=unused", "--torch_python=no/such/python"], "error: --torch_python='no/such/python' is not an executable"),
+])
+def test_benchmark_sampling_bad_flags_are_one_line(arguments, expected, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "experiments.benchmark_sampling", *arguments], cwd=root,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+    assert not os.path.exists(os.path.join(root, "unused"))
