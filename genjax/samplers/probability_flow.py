@@ -109,11 +109,11 @@ def sample_probability_flow(
     atol: float = 1e-5,
     max_steps: int = 4096,
     num_steps: int | None = None,
-    step_control: str = "per_example",
-    error_norm: str = "rms",
     first_index: int | jax.Array = 0,
     throw: bool = True,
     condition: jax.Array | None = None,
+    step_control: str = "per_example",
+    error_norm: str = "rms",
 ) -> SampleResult:
     """Draw `num_samples` examples by solving the probability-flow ODE from prior draws.
 
@@ -126,11 +126,11 @@ def sample_probability_flow(
       rtol, atol: tolerances of the PID controller (adaptive solvers).
       max_steps: most attempted steps per solve (adaptive solvers).
       num_steps: number of steps (fixed-step solvers only).
-      step_control: "per_example" or "per_batch" (module docstring: when each wins).
-      error_norm: "rms" or "max", the norm of the scaled error estimate.
       first_index: global index of the first example drawn here (may be traced).
       throw: raise at run time if any example's solve failed (see the module docstring).
       condition: None or int32 [N] class labels of the samples (passed to the model).
+      step_control: "per_example" or "per_batch" (module docstring: when each wins).
+      error_norm: "rms" or "max", the norm of the scaled error estimate.
 
     Returns:
       `SampleResult` with samples [N, *shape], nfe [N] and successful [N].
@@ -151,10 +151,10 @@ def solve_probability_flow(
     atol: float = 1e-5,
     max_steps: int = 4096,
     num_steps: int | None = None,
-    step_control: str = "per_example",
-    error_norm: str = "rms",
     throw: bool = True,
     condition: jax.Array | None = None,
+    step_control: str = "per_example",
+    error_norm: str = "rms",
 ) -> SampleResult:
     """Map given prior draws x_T [N, *shape] at t_max to samples at t_min_sample.
 
