@@ -77,6 +77,29 @@ def test_per_batch_depends_on_the_chunk_per_example_does_not(per_example, per_ba
     assert int(chunk_pb.nfe[0]) != int(per_batch.nfe[0])
 
 
+def test_per_batch_under_shard_map_solves_each_devices_batch_on_its_own():
+    """Documented: inside shard_map each device's local batch is one solve, so a per-batch
+    sample set is that of chunks of N / devices (and depends on the device count)."""
+    from jax.sharding import Mesh, PartitionSpec
+
+    devices, chunk = jax.devices()[:2], 50
+    mesh = Mesh(np.array(devices), ("data",))
+
+    def local(key):
+        first = jax.lax.axis_index("data") * chunk
+        return sample_probability_flow(PROCESS, SCORE, key, chunk, SHAPE, first_index=first, throw=False,
+                                       step_control="per_batch")
+
+    sharded = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=PartitionSpec(), out_specs=PartitionSpec("data"),
+                                    check_vma=False))(KEY)
+    for device in range(2):
+        alone = jax.jit(lambda k, first: sample_probability_flow(PROCESS, SCORE, k, chunk, SHAPE, first_index=first,
+                                                                 step_control="per_batch"))(KEY, device * chunk)
+        rows = slice(device * chunk, (device + 1) * chunk)
+        np.testing.assert_array_equal(sharded.nfe[rows], alone.nfe)
+        np.testing.assert_allclose(sharded.samples[rows], alone.samples, rtol=0, atol=1e-5)
+
+
 def test_batch_of_one_is_the_per_example_solve():
     np.testing.assert_array_equal(draw("per_batch", num=1).samples, draw("per_example", num=1).samples)
     assert int(draw("per_batch", num=1).nfe[0]) == int(draw("per_example", num=1).nfe[0])
