@@ -6,10 +6,17 @@ own points (`genjax.samplers.likelihood.log_likelihood`). Point i uses the probe
 index i, so the numbers do not depend on the device count. Reported in nats per dimension
 (continuous low-dimensional data); image data converts with `genjax.evaluate.bits_per_dim`.
 
+With step_control="per_batch" each device's local points are ONE solve (one step-size
+sequence), so the values depend on the device count and a failure fails every point of
+that device; "per_example" (the default) solves each point on its own.
+
 Failed solves (max_steps reached, step size collapsed) are counted, never dropped: if any
 point's solve fails, the NLL and its standard error are NaN and `failed_points` says how
 many. A mean over the points that did converge would be optimistic, since the failures are
 the points where the flow is hardest to integrate.
+
+The result records what was computed: `t0` (the density is log p_t0, module docstring of
+`genjax.samplers.likelihood`) and `divergence` ("exact" or "hutchinson", what "auto" chose).
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from genjax.evaluate.bits_per_dim import nats_per_dim
 from genjax.experiment import Experiment, derive_key
-from genjax.samplers.likelihood import log_likelihood
+from genjax.samplers.likelihood import log_likelihood, resolve_divergence
 from genjax.train.parallel import BATCH_AXES, data_parallel_size
 
 
@@ -33,7 +40,7 @@ def negative_log_likelihood(experiment: Experiment, params, data: np.ndarray, op
     and the number of failed solves (NLL = NaN if there are any; module docstring).
 
     `options` are keyword arguments of `log_likelihood` (divergence, probe, num_probes,
-    solver, rtol, atol, max_steps). `model` maps params to a `views.Model` (default
+    solver, rtol, atol, max_steps, step_control, error_norm, t0). `model` maps params to a `views.Model` (default
     `experiment.model`; a bare per-example score is read as a score model). `condition`: None,
     or the [N] class labels of the points (log p(x | label)). Every process must call it; all
     get the result.
@@ -82,5 +89,7 @@ def negative_log_likelihood(experiment: Experiment, params, data: np.ndarray, op
         "num_points": num,
         "failed_points": failed,
         "nfe_mean": float(nfe.mean()),
+        "t0": float(process.t_min_sample if options.get("t0") is None else options["t0"]),
+        "divergence": resolve_divergence(options.get("divergence", "exact"), tuple(data.shape[1:])),
         "seconds": seconds,
     }

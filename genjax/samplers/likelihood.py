@@ -22,6 +22,8 @@ view (`views.velocity_fn`): the probability flow of a score model, or a velocity
 output as it is (flow matching, a CNF), so every model gets the same exact likelihood.
 
 Divergence.
+  "auto": "exact" up to `EXACT_MAX_DIMENSION` (8) dimensions per example, "hutchinson"
+      above (the exact trace costs D derivative passes per field evaluation).
   "exact": the trace of the Jacobian dv/dx, built from D forward-mode products (one
       `jax.linearize` of v and the linear map applied to the D basis vectors, i.e. the
       same as `jax.jacfwd`). Cost and memory grow with D = prod(shape): low dimension only.
@@ -35,6 +37,13 @@ Divergence.
       below the tolerances). `num_probes` = K independent solves per example, each with
       its own probe; `log_prob` is their mean and `standard_error` = (sample std over
       the K values, ddof = 1) / sqrt(K).
+
+Step control and error norm: as in `genjax.samplers.probability_flow` ("per_example": one
+solve per example (and probe) under `vmap`; "per_batch": one solve of the augmented state of
+the whole batch, the batched network called once per stage, one step-size sequence, values
+that depend on which points share the solve). The batched exact divergence takes the
+diagonal of the batch's Jacobian blocks, which assumes the network treats examples
+independently (true of every network here: no batch statistics in eval mode).
 
 Which density is computed: t0 > 0. The ODE starts at t0 = `process.t_min_sample` (or the
 `t0` argument), not at 0, because the score and the velocity blow up as sigma(t) -> 0.
@@ -53,8 +62,9 @@ derivative needed for the divergence: one jvp (Hutchinson) or D jvps (exact), ea
 the cost of one more score evaluation. `nfe` counts evaluations of the augmented field,
 which equal evaluations of the model (its forward pass), and is counted as in the
 sampler: `evaluations_per_solve` (Tsit5/Dopri5 are FSAL: 6 * attempted steps + 1 per
-solve). With K probes an example makes K solves and `nfe` is their sum. Under `vmap` the
-batch runs in lock step until its slowest solve is done.
+solve). With K probes an example makes K solves and `nfe` is their sum (per_batch: the K
+probes of every point are rows of the one batch solve, so `nfe` = K times its NFE). Under
+`vmap` the batch runs in lock step until its slowest solve is done.
 
 Failures and `throw`: as in `genjax.samplers.probability_flow` (never throws inside the
 vmapped loop; `successful` per example; `throw=True` raises at run time via
@@ -75,18 +85,25 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from genjax.processes import views
 from genjax.samplers.prior import example_keys
-from genjax.samplers.probability_flow import check_solver_options, evaluations_per_solve
+from genjax.samplers.probability_flow import (
+    check_solver_options,
+    check_step_control,
+    pid_controller,
+    solve_batch,
+)
 
 
-_ADAPTIVE_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
-DIVERGENCES = ("exact", "hutchinson")
+ADAPTIVE_SOLVERS = ("tsit5", "dopri5")
+DIVERGENCES = ("exact", "hutchinson")  # the estimators
+DIVERGENCE_CHOICES = ("auto",) + DIVERGENCES  # what `log_likelihood` takes
+# "auto" takes the exact divergence up to this many dimensions per example, Hutchinson above.
+EXACT_MAX_DIMENSION = 8
 PROBES = ("gaussian", "rademacher")
 # Per-example key streams 0 and 1 are the prior draw and the Brownian noise (`prior.py`).
 _PROBE_STREAM = 2
@@ -121,6 +138,23 @@ class LikelihoodResult:
     @property
     def max_nfe(self) -> jax.Array:
         return jnp.max(self.nfe)
+
+
+def resolve_divergence(divergence: str, shape: tuple[int, ...]) -> str:
+    """"exact" or "hutchinson": `divergence` itself, or for "auto" exact up to
+    EXACT_MAX_DIMENSION dimensions per example (shape) and Hutchinson above."""
+    if divergence not in DIVERGENCE_CHOICES:
+        raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCE_CHOICES}")
+    if divergence != "auto":
+        return divergence
+    return "exact" if _size(shape) <= EXACT_MAX_DIMENSION else "hutchinson"
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    size = 1
+    for n in shape:
+        size *= int(n)
+    return size
 
 
 def draw_probes(
@@ -161,6 +195,8 @@ def log_likelihood(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     max_steps: int = 4096,
+    step_control: str = "per_example",
+    error_norm: str = "rms",
     t0: float | None = None,
     first_index: int | jax.Array = 0,
     throw: bool = True,
@@ -176,13 +212,17 @@ def log_likelihood(
       x: data points [N, *shape].
       key: PRNG key of the whole (global) data set; used for the Hutchinson probes only
         (may be None for the exact divergence).
-      divergence: "exact" (Jacobian trace, low dimension) or "hutchinson".
+      divergence: "exact" (Jacobian trace, low dimension), "hutchinson", or "auto" (exact
+        up to EXACT_MAX_DIMENSION dimensions per example, Hutchinson above).
       probe: "gaussian" or "rademacher" (Hutchinson only).
       num_probes: K, independent probes (and solves) per example (Hutchinson only).
       solver: "tsit5" or "dopri5" (adaptive, with `diffrax.PIDController(rtol, atol)`
         on the augmented state; initial step (T - t0) / 100).
       max_steps: most attempted steps per solve.
-      t0: start time of the ODE (default `process.t_min_sample`); see the module docstring.
+      step_control: "per_example" or "per_batch" (module docstring).
+      error_norm: "rms" or "max", the norm of the scaled error estimate.
+      t0: start time of the ODE, 0 < t0 < t_max (0 only for a path that samples down to 0,
+        such as flow matching or a CNF); default `process.t_min_sample`.
       first_index: global index of x[0] in the data set (may be traced): example i uses
         the probes of global index first_index + i.
       throw: raise at run time if any solve failed.
@@ -196,38 +236,49 @@ def log_likelihood(
       `LikelihoodResult` (log_prob [N], nfe [N], successful [N], log_prob_per_probe [N, K],
       standard_error [N]).
     """
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")
-    if solver.lower() not in _ADAPTIVE_SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {tuple(_ADAPTIVE_SOLVERS)}")
-    if num_probes < 1:
-        raise ValueError(f"num_probes must be >= 1, got {num_probes}")
+    num_examples, shape = x.shape[0], tuple(x.shape[1:])
+    explicit_divergence = divergence
+    divergence = resolve_divergence(divergence, shape)
+    if solver.lower() not in ADAPTIVE_SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {ADAPTIVE_SOLVERS}")
+    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
+        raise ValueError(f"num_probes={num_probes!r} must be an integer >= 1")
     exact = divergence == "exact"
     if exact and num_probes != 1:
-        raise ValueError("num_probes is for divergence='hutchinson'; the exact divergence needs one solve")
+        chosen = ""
+        if explicit_divergence == "auto":
+            chosen = f" (what auto takes at {_size(shape)} <= {EXACT_MAX_DIMENSION} dimensions)"
+        raise ValueError(f"num_probes is for divergence='hutchinson'; the exact divergence{chosen} needs one solve")
     if not exact and key is None:
         raise ValueError("divergence='hutchinson' needs a key for its probes")
     if probe not in PROBES:
         raise ValueError(f"unknown probe {probe!r}; choose one of {PROBES}")
     check_solver_options(rtol, atol, max_steps)
+    check_step_control(step_control, error_norm)
+    t_max = float(process.t_max)
+    t_start = float(process.t_min_sample if t0 is None else t0)
+    if not (t_max > t_start > 0.0 or t_start == 0.0 == float(process.t_min_sample)):
+        raise ValueError(f"t0={t0!r} must lie in (0, t_max={t_max!r}); 0 only for a path that samples down to 0")
 
-    solve = _augmented_solver(
-        process, model, solver.lower(), rtol, atol, max_steps, t0, exact, terminal_log_prob
-    )
-    num_examples, shape = x.shape[0], tuple(x.shape[1:])
+    solve = _augmented_solver(process, model, solver.lower(), rtol, atol, max_steps, step_control, error_norm,
+                              t_start, exact, terminal_log_prob)
     if exact:
-        values, nfe, successful = jax.vmap(lambda xi, ci: solve(xi, None, ci))(x, condition)
+        values, nfe, successful = solve(x, None, condition)
         per_probe = values[:, None]
         log_prob, standard_error = values, jnp.zeros_like(values)
     else:
+        # The K probes of every point are rows of one batch of N * K solves (point-major).
         eps = draw_probes(key, num_examples, num_probes, shape, probe, first_index, x.dtype)
-        per_probe, nfe, successful = jax.vmap(jax.vmap(solve, in_axes=(None, 0, None)))(x, eps, condition)
+        rows = lambda a: None if a is None else jnp.repeat(a, num_probes, axis=0)
+        values, nfe, successful = solve(rows(x), eps.reshape((-1,) + shape), rows(condition))
+        per_probe = values.reshape(num_examples, num_probes)
         log_prob = jnp.mean(per_probe, axis=1)
         if num_probes > 1:
             standard_error = jnp.std(per_probe, axis=1, ddof=1) / jnp.sqrt(num_probes)
         else:
             standard_error = jnp.full_like(log_prob, jnp.nan)
-        nfe, successful = jnp.sum(nfe, axis=1, dtype=jnp.int32), jnp.all(successful, axis=1)
+        nfe = jnp.sum(nfe.reshape(num_examples, num_probes), axis=1, dtype=jnp.int32)
+        successful = jnp.all(successful.reshape(num_examples, num_probes), axis=1)
 
     if throw:
         log_prob = eqx.error_if(
@@ -265,46 +316,51 @@ def divergence_hutchinson(
     return value, jnp.vdot(eps, tangent)
 
 
-def _augmented_solver(
-    process, model, solver, rtol, atol, max_steps, t0, exact, terminal_log_prob
-):
-    """A per-example function (x, eps, condition) -> (log p_{t0}(x), nfe, successful)."""
-    t_max = float(process.t_max)
-    t_start = float(process.t_min_sample if t0 is None else t0)
-    if not t_max > t_start >= 0.0:
-        raise ValueError(f"need t_max > t0 >= 0, got {t_max}, {t_start}")
-    controller = diffrax.PIDController(rtol=rtol, atol=atol)
-    prior_log_prob = process.prior_log_prob if terminal_log_prob is None else terminal_log_prob
+def batched_divergence_exact(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`divergence_exact` of each example of a batch x [N, *shape] through the batched fn
+    (D batched forward-mode products: tangent e_j in every example at once). Returns
+    (fn(x) [N, *shape], [N] traces); assumes example i of fn(x) depends on x_i only."""
+    value, jvp = jax.linearize(fn, x)
+    num, size = x.shape[0], x[0].size
+    basis = jnp.eye(size, dtype=x.dtype).reshape((size, 1) + x.shape[1:])
+    columns = jax.vmap(jvp)(jnp.broadcast_to(basis, (size,) + x.shape)).reshape(size, num, size)
+    return value, jnp.einsum("jnj->n", columns)
 
+
+def batched_divergence_hutchinson(
+    fn: Callable[[jax.Array], jax.Array], x: jax.Array, eps: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """`divergence_hutchinson` of each example of a batch x [N, *shape] with its probe eps
+    [N, *shape] (one batched jvp). Returns (fn(x), [N] estimates)."""
+    value, tangent = jax.jvp(fn, (x,), (eps,))
+    return value, jnp.sum((eps * tangent).reshape(x.shape[0], -1), axis=1)
+
+
+def _augmented_solver(process, model, solver, rtol, atol, max_steps, step_control, error_norm, t_start, exact,
+                      terminal_log_prob):
+    """A batch function (x [N, *shape], eps [N, *shape] or None, condition) -> (log p_{t0}(x) [N],
+    nfe [N], successful [N])."""
+    t_max = float(process.t_max)
+    controller = pid_controller(rtol, atol, error_norm)
+    prior_log_prob = process.prior_log_prob if terminal_log_prob is None else terminal_log_prob
     velocity_fn = views.velocity_fn(process, model)
+    batched_velocity_fn = views.batched_velocity_fn(process, model)
+
+    def field(t, state, args):
+        (y, _), (eps, condition) = state, args
+        velocity = lambda z: velocity_fn(z, t, condition)
+        return divergence_exact(velocity, y) if exact else divergence_hutchinson(velocity, y, eps)
+
+    def batched_field(t, state, args):
+        (y, _), (eps, condition) = state, args
+        velocity = lambda z: batched_velocity_fn(z, jnp.full(z.shape[:1], t, z.dtype), condition)
+        return batched_divergence_exact(velocity, y) if exact else batched_divergence_hutchinson(velocity, y, eps)
 
     def solve(x, eps, condition):
-        def field(t, state, eps):
-            y, _ = state
-            velocity = lambda z: velocity_fn(z, t, condition)
-            if exact:
-                v, div = divergence_exact(velocity, y)
-            else:
-                v, div = divergence_hutchinson(velocity, y, eps)
-            return v, div
-
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(field),
-            _ADAPTIVE_SOLVERS[solver](),
-            t0=jnp.float32(t_start),
-            t1=jnp.float32(t_max),
-            dt0=(t_max - t_start) / 100.0,
-            y0=(x, jnp.zeros((), x.dtype)),
-            args=eps,
-            stepsize_controller=controller,
-            saveat=diffrax.SaveAt(t1=True),
-            max_steps=max_steps,
-            adjoint=diffrax.ForwardMode(),
-            throw=False,
-        )
-        x_T, delta = sol.ys[0][-1], sol.ys[1][-1]
-        log_prob = prior_log_prob(x_T) + delta
-        nfe = jnp.asarray(evaluations_per_solve(solver, sol.stats["num_steps"]), jnp.int32)
-        return log_prob, nfe, sol.result == diffrax.RESULTS.successful
+        y0 = (x, jnp.zeros(x.shape[:1], x.dtype))
+        (x_T, delta), nfe, successful = solve_batch(
+            field, batched_field, step_control, solver, jnp.float32(t_start), jnp.float32(t_max),
+            (t_max - t_start) / 100.0, controller, max_steps, y0, (eps, condition))
+        return jax.vmap(prior_log_prob)(x_T) + delta, nfe, successful
 
     return solve

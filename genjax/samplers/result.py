@@ -43,5 +43,14 @@ class SampleResult:
         return jnp.max(self.nfe)
 
     @property
+    def spent_nfe(self) -> jax.Array:
+        """Evaluations per example that the batch actually cost, when this result is one
+        solve call: max(nfe). A vmapped batch runs in lock step until its slowest example
+        finishes (the finished ones are masked but still evaluated), and a per-batch solve
+        gives every example the batch's NFE. A result joined from several chunks or devices
+        spent the sum over the chunks of (chunk size x the chunk's max NFE) instead."""
+        return jnp.max(self.nfe)
+
+    @property
     def all_successful(self) -> jax.Array:
         return jnp.all(self.successful)
