@@ -100,6 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.evaluate.samplers = "euler_maruyama,probability_flow"  # comma-separated
     config.evaluate.num_samples = 10_000
     config.evaluate.nll_num_points = 2_000  # held-out points for the probability-flow NLL; 0 skips it
+    config.evaluate.nll_chunk_size = 0  # held-out points per likelihood solve call (0: all at once)
     config.evaluate.reference_split = "test"  # image datasets: the held-out split (NLL in bits/dim, sample metrics)
     # divergence: auto (exact up to 8 dimensions per example, Hutchinson above) | exact | hutchinson;
     # t0: where the ODE starts, log p_t0 is reported (None: the process's t_min_sample; score_sde uses 1e-5);

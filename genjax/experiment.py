@@ -67,7 +67,7 @@ def _check_fields(config) -> None:
     """Range checks of the scalar fields that no constructor checks."""
     for path in ("training.num_steps", "evaluate.nll_num_points", "optimizer.warmup_steps",
                  "sharding.fsdp_min_size", "model.num_classes",
-                 "sampling.chunk_size"):
+                 "sampling.chunk_size", "evaluate.nll_chunk_size"):
         _positive_int(config, path, allow_zero=True)
     for path in ("training.batch_size", "training.log_every", "training.sync_every", "training.checkpoint_every",
                  "training.keep_checkpoints", "training.grad_accum_steps", "training.steps_per_dispatch",

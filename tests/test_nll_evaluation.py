@@ -44,3 +44,24 @@ def test_failed_solves_are_counted_and_make_the_nll_nan(oracle_setup):
     table = format_table(results)
     assert f"{failures} failed solves" in table
     assert f"failed for {failures} of 32 points; raise evaluate.likelihood.max_steps" in table
+
+
+def test_chunked_evaluation_gives_every_point_the_same_value(oracle_setup):
+    """Chunks of 5 points (7 chunks, the last one padded) on 8 devices against one call on one
+    device: point i keeps its probes and solve whatever the chunk (per-example step control);
+    and the failures of the step-starved solve are counted over all chunks."""
+    experiment, score_fn, held_out = oracle_setup
+    whole = negative_log_likelihood(experiment, None, held_out, dict(OPTIONS, divergence="hutchinson", max_steps=64),
+                                    model=lambda _: score_fn, chunk_size=0)
+    config = experiment.config.copy_and_resolve_references()
+    config.mesh.data = 8
+    eight = build_experiment(config, devices=jax.devices()[:8])
+    chunked = negative_log_likelihood(eight, None, held_out, dict(OPTIONS, divergence="hutchinson", max_steps=64),
+                                      model=lambda _: score_fn, chunk_size=5)
+    assert chunked["nll_nats_per_dim"] == pytest.approx(whole["nll_nats_per_dim"], rel=1e-6)
+    assert chunked["nfe_mean"] == whole["nfe_mean"]
+    starved = negative_log_likelihood(eight, None, held_out, dict(OPTIONS, max_steps=TOO_FEW_STEPS),
+                                      model=lambda _: score_fn, chunk_size=5)
+    reference = negative_log_likelihood(experiment, None, held_out, dict(OPTIONS, max_steps=TOO_FEW_STEPS),
+                                        model=lambda _: score_fn)
+    assert starved["failed_points"] == reference["failed_points"] > 0

@@ -103,7 +103,7 @@ def parameter_shardings(experiment: Experiment, params):
     return jax.tree.map(sharding, params)
 
 
-def _gather(leaf: jax.Array, spec: P) -> jax.Array:
+def gather_leaf(leaf: jax.Array, spec: P) -> jax.Array:
     """The whole leaf from this device's shard: all-gather along every dimension the spec splits."""
     for dim, axes in enumerate(spec):
         if axes is not None:
@@ -143,7 +143,7 @@ def compile_chunk(experiment: Experiment, sampler_name: str, chunk: int, params,
     specs = jax.tree.map(lambda s: s.spec, parameter_shardings(experiment, params))
 
     def draw_local(params, key_data, start, *condition):
-        params = jax.tree.map(_gather, params, specs)
+        params = jax.tree.map(gather_leaf, params, specs)
         first = start + jax.lax.axis_index(BATCH_AXES) * per_device
         result = sampler(process, model(params), jax.random.wrap_key_data(key_data), per_device, shape,
                          first_index=first, condition=condition[0] if condition else None)
