@@ -85,6 +85,18 @@ SLOW_SIBLINGS = {
     "tests/test_unets.py::test_untrained_network_outputs_about_zero",  # the rescaled-identity blocks
     # test_pfgm's exact-field likelihood (D = 1):
     "tests/test_pfgmpp.py::test_ode_likelihood_with_the_exact_field_matches_the_exact_density[1.0]",
+    # The per-batch solve's oracle recovery, NFE count, likelihood and probe checks stay in the default run:
+    "tests/test_step_control.py::test_batch_of_one_is_the_per_example_solve",
+    "tests/test_step_control.py::test_per_batch_under_shard_map_solves_each_devices_batch_on_its_own",
+    "tests/test_step_control.py::test_auto_divergence_is_exact_in_low_dimension_and_hutchinson_above",
+    "tests/test_step_control.py::test_per_batch_depends_on_the_chunk_per_example_does_not",
+    "tests/test_step_control.py::test_max_norm_takes_at_least_the_steps_of_rms",
+    # the compile-only memory check; the chunk tests and experiments/benchmark_sampling_memory.py cover it:
+    "tests/test_chunked_sampling.py::test_chunk_memory_follows_the_chunk_size_not_the_set_size",
+    # the real Inception-v3 compile; its pieces (resize, pools, converter, statistics) stay in the default run:
+    "tests/test_image_metrics.py::test_inception_maps_32px_images_to_pool3_and_logits_independently_of_the_batch",
+    # the gs:// workdir end to end (33 s); the URL, lease and backend checks of the same file stay in the default run:
+    "tests/test_run_lifecycle.py::test_a_gs_workdir_receives_every_file_and_orbax_gets_the_url",
 }
 
 

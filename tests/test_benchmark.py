@@ -75,6 +75,6 @@ def test_unknown_part_is_one_line(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: --parts: ['speed'] are not known; valid parts: default_run, train_loop, flops, memory")
+        "error: --parts: ['speed'] are not known; valid parts: default_run, train_loop, flops, unet_flops, memory")
     assert len([line for line in result.stderr.splitlines() if line.startswith("error")]) == 1
     assert os.listdir(tmp_path) == []
