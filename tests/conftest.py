@@ -97,6 +97,25 @@ SLOW_SIBLINGS = {
     "tests/test_image_metrics.py::test_inception_maps_32px_images_to_pool3_and_logits_independently_of_the_batch",
     # the gs:// workdir end to end (33 s); the URL, lease and backend checks of the same file stay in the default run:
     "tests/test_run_lifecycle.py::test_a_gs_workdir_receives_every_file_and_orbax_gets_the_url",
+    # per-batch: the likelihood against the mixture density, failures per_example and NFE counts stay:
+    "tests/test_step_control.py::test_per_batch_hutchinson_uses_each_points_own_probes",
+    "tests/test_step_control.py::test_per_batch_options_reach_the_sampler_through_the_factory",
+    "tests/test_step_control.py::test_per_batch_is_deterministic",
+    "tests/test_step_control.py::test_failed_likelihood_solves_are_counted[per_batch]",
+    "tests/test_chunked_sampling.py::test_sharded_parameters_sample_as_replicated_ones[fsdp_tensor]",  # [fsdp]
+    # chunk-index independence: test_chunked_sampling's sample-set checks use the same rule:
+    "tests/test_nll_evaluation.py::test_chunked_evaluation_gives_every_point_the_same_value",
+    # four CIFAR-10 configs (one per network family) stay; the others build the same networks:
+    "tests/test_cifar10_configs.py::test_config_builds_with_the_reference_parameter_count[cifar10_ddpmpp_subvp]",
+    "tests/test_cifar10_configs.py::test_config_builds_with_the_reference_parameter_count[cifar10_edm_ddpmpp]",
+    "tests/test_cifar10_configs.py::test_config_builds_with_the_reference_parameter_count[cifar10_edm_ncsnpp]",
+    "tests/test_cifar10_configs.py::test_config_builds_with_the_reference_parameter_count[cifar10_pfgmpp_d2048]",
+    # the device-count independence of samples: test_chunked_sampling, in process:
+    "tests/test_cli.py::test_sample_in_a_fresh_process_on_another_device_count",
+    # test_cnf_engine's flow through the same samplers and likelihood stays:
+    "tests/test_flow_matching.py::test_a_cnf_velocity_fits_the_samplers_and_the_likelihood",
+    "tests/test_pfgmpp.py::test_likelihood_check_rejects_a_misweighted_field",  # test_pfgm's twin stays
+    "tests/test_couplings.py::test_minibatch_ot_converges_to_the_monge_map",  # the exact-assignment checks stay
 }
 
 
