@@ -16,7 +16,9 @@ Measured (the command above, 2 quiet CPU cores): 7.9 min in all (2,500 steps at 
 loss 0.080, then the evaluation); recognisable digits in samples/step_2500_euler_maruyama.png;
 Euler-Maruyama (101 NFE) SWD 0.085, MMD 0.0012 and probability flow (114 NFE) SWD 0.082,
 MMD 0.0010, against the noise floor of two held-out halves (SWD 0.089, MMD 0.0011) and the
-prior (0.857, 0.031); NLL of 128 held-out digits 4.93 +- 0.04 bits/dim (the prior: 8.84).
+prior (0.857, 0.031); NLL of 128 held-out digits 4.93 +- 0.04 bits/dim (the prior: 8.84). Offline image measure (the
+digits classifier's Frechet distance to the test split): Euler-Maruyama 8.90, probability flow
+8.10, against 10.5 (6.5-14.1) for 256 real training digits.
 """
 from configs import base
 
