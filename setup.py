@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "diffrax==0.7.2",
     "equinox==0.13.8",
     "lineax==0.1.1",
+    "optimistix==0.1.0",  # imported directly (error norms); also a dependency of diffrax
     "ml-collections==1.1.0",
     "tensorflow-datasets==4.9.10",
     "array-record==0.8.6",
