@@ -161,7 +161,7 @@ NOISE_INPUTS: Mapping[str, Callable] = {
     "time": lambda process, t: t,
     "sigma": _marginal_std,
 }
-SELF_CONDITIONING_OUTPUTS = ("edm", "poisson_field")
+PRECONDITIONED_OUTPUTS = ("edm", "poisson_field")
 
 NETWORKS: Mapping[str, type] = {
     "mlp": TimeConditionedMLP,
@@ -275,7 +275,7 @@ def build_model(config, process, network_fn):
     parametrization = lookup(PARAMETRIZATIONS, config.model.output, "model.output")
     noise_input = lookup(NOISE_INPUTS, config.model.noise_input, "model.noise_input")
     if config.model.noise_input != "time":
-        if config.model.output in SELF_CONDITIONING_OUTPUTS:
+        if config.model.output in PRECONDITIONED_OUTPUTS:
             raise ConfigError(f"model.noise_input={config.model.noise_input!r} does not apply to model.output="
                               f"{config.model.output!r}, whose preconditioning feeds the network c_noise(sigma); "
                               f"set model.noise_input='time'")

@@ -133,6 +133,18 @@ def sample_quality(params, pixels, labels=None, reference_pixels=None) -> dict[s
     return result
 
 
+def real_digits_floor(params, num: int, seed: int, draws: int = 5) -> dict:
+    """The measure's floor at a sample-set size: the Frechet distance to the test split of `num`
+    real training digits (the statistic is biased by the sample size, so the floor is taken at
+    the samples' count), median of `draws` random subsets, each listed."""
+    train, test = digits_split("train")[0], digits_split("test")[0]
+    rng = np.random.default_rng([seed, 0x4469676974])
+    size = min(num, len(train))
+    runs = [frechet_digits_distance(params, train[rng.choice(len(train), size, replace=False)], test)
+            for _ in range(draws)]
+    return {"digits_frechet": float(np.median(runs)), "digits_frechet_runs": [float(v) for v in runs]}
+
+
 # --- cached classifier -----------------------------------------------------------------------------
 
 def _fingerprint(seed: int, steps: int) -> dict:

@@ -65,7 +65,7 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
                "samplers": {}}
     digits = _digits_classifier(workdir) if config.data.name == "digits" else None
     if digits is not None:
-        results["baselines"]["data_vs_data"].update(_digits_floor(digits, num, config.seed))
+        results["baselines"]["data_vs_data"].update(digits_classifier.real_digits_floor(digits, num, config.seed))
     labels = experiment.default_condition(num)
     for name, drawn in drawn_by_sampler.items():
         npz_file, png_file = write_sample_set(workdir, step, name, drawn, reference, data_range=data_range)
@@ -93,18 +93,6 @@ def _digits_classifier(workdir):
     if workdir_lib.is_local(path):
         return digits_classifier.load_or_train(str(path))
     return digits_classifier.train_classifier(jax.random.key(0), *digits_classifier.digits_split("train"))
-
-
-def _digits_floor(classifier, num: int, seed: int, draws: int = 5) -> dict:
-    """The offline measure's floor at the sample-set size: the Frechet distance to the test
-    split of `num` real training digits (a sample-size-biased statistic, so the floor is taken
-    at the same size as the samples), median of `draws` random subsets, each listed."""
-    train, test = digits_classifier.digits_split("train")[0], digits_classifier.digits_split("test")[0]
-    rng = np.random.default_rng([seed, 0x4469676974])
-    size = min(num, len(train))
-    runs = [digits_classifier.frechet_digits_distance(classifier, train[rng.choice(len(train), size, replace=False)],
-                                                      test) for _ in range(draws)]
-    return {"digits_frechet": float(np.median(runs)), "digits_frechet_runs": [float(v) for v in runs]}
 
 
 def flattened(points: np.ndarray) -> np.ndarray:
