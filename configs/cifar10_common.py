@@ -61,7 +61,8 @@ def edm_config(architecture: str, num_classes: int = 0):
     denoiser, lambda(sigma) loss summed over pixels, Adam 1e-3 (b2 0.999, eps 1e-8) with a
     linear warm-up over 10M images and no clipping, batch 512 for 200M images (390,625
     steps), EMA half-life 500k images with warm-up ratio 0.05, dropout 0.13, 18-step Heun
-    sampler (35 NFE)."""
+    sampler (35 NFE). Not reproduced: EDM's non-leaking geometric augmentation (--augment=0.12,
+    with the augmentation labels fed to the network); runs here train without it."""
     config = base.get_config()
     cifar10_data(config)
     config.process.name = "edm"
