@@ -29,6 +29,9 @@ with, by option:
                   pairs over the exact assignment's is measured (README, test_couplings).
                   "schrodinger_bridge": rows drawn from the entropic plan with
                   epsilon = 2 sigma^2 (Sinkhorn; SB-CFM, Tong et al. 2024).
+                  "given_pairs": x_1 comes with the batch (batch["source"]): reflow
+                  (Liu et al. 2023) trains on (noise, sample) pairs drawn by a trained
+                  flow's ODE (experiments/reflow.py).
 
 A coupling sees the batch it is given: the global batch in the jitted train step (GSPMD
 gathers the sharded rows), or each micro-batch under gradient accumulation.
@@ -56,14 +59,14 @@ from genjax.couplings.sinkhorn import sample_plan_rows, sinkhorn_conditional_log
 from genjax.processes.base import DiffusionProcess, require, standard_normal_log_prob
 
 PATHS = ("linear", "vp")
-COUPLINGS = ("independent", "exact_ot", "sinkhorn_ot", "schrodinger_bridge")
+COUPLINGS = ("independent", "exact_ot", "sinkhorn_ot", "schrodinger_bridge", "given_pairs")
 
 
 @dataclasses.dataclass(frozen=True)
 class FlowMatchingPath(DiffusionProcess):
     """Attributes:
       path: "linear" or "vp" (module docstring).
-      coupling: "independent", "exact_ot", "sinkhorn_ot" or "schrodinger_bridge".
+      coupling: "independent", "exact_ot", "sinkhorn_ot", "schrodinger_bridge" or "given_pairs".
       sigma: the smoothing c(t) of the conditional path (>= 0; > 0 for the Schrodinger bridge).
       sigma_min: the linear path's source scale at the data end (Lipman et al.; in [0, 1)).
       ot_tolerance: relative optimality gap allowed to the exact assignment (auction).
@@ -145,10 +148,15 @@ class FlowMatchingPath(DiffusionProcess):
         """x_1 ~ N(0, I)."""
         return jax.random.normal(key, shape)
 
+    @property
+    def uses_given_pairs(self) -> bool:
+        """True when x_1 comes with the batch (batch["source"]) instead of being drawn."""
+        return self.coupling == "given_pairs"
+
     def couple(self, key: jax.Array, x0: jax.Array, x1: jax.Array) -> jax.Array:
         """The source draws x1 [B, ...] reordered (or resampled, for the bridge) so that
-        (x0[i], result[i]) is a draw of the coupling (module docstring)."""
-        if self.coupling == "independent":
+        (x0[i], result[i]) is a draw of the coupling (module docstring); given pairs are kept."""
+        if self.coupling in ("independent", "given_pairs"):
             return x1
         cost = squared_distances(x0, x1)
         if self.coupling == "exact_ot":
