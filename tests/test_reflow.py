@@ -86,3 +86,18 @@ def test_given_pairs_coupling_trains_on_the_batch_source():
     with pytest.raises(ValueError, match="'source'"):
         conditional_flow_matching_loss(model, process, {"x": x0}, keys)
     assert not process.has_score
+
+
+def test_given_pairs_config_builds_and_its_loss_reads_the_source():
+    from configs import flow_matching
+    from genjax.experiment import build_experiment
+
+    config = flow_matching.get_config()
+    config.process.kwargs.coupling = "given_pairs"
+    experiment = build_experiment(config)
+    params = experiment.init_state().params
+    x0 = jnp.zeros((4, 2))
+    keys = jax.random.split(jax.random.key(0), 4)
+    near = experiment.loss_fn(params, {"x": x0, "source": jnp.zeros((4, 2))}, keys)
+    far = experiment.loss_fn(params, {"x": x0, "source": jnp.full((4, 2), 10.0)}, keys)
+    assert float(far) > float(near) + 10.0  # the target velocity is the given source minus x0
