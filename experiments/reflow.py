@@ -36,6 +36,7 @@ flags.DEFINE_string("workdir", None, "Run directory of the reflowed student (cre
 flags.DEFINE_integer("num_pairs", 20_000, "ODE pairs drawn from the teacher.")
 flags.DEFINE_integer("steps", 0, "Student train steps (0: the teacher config's training.num_steps).")
 flags.DEFINE_enum("init", "fresh", ["fresh", "teacher"], "Student's initial weights.")
+flags.DEFINE_string("pairs", "", "An npz of pairs (x, source) written by an earlier run: reused instead of drawing.")
 flags.DEFINE_float("pair_tolerance", 1e-5, "rtol = atol of the adaptive solve that draws the pairs.")
 flags.DEFINE_integer("num_eval", 4000, "Samples per quality figure.")
 FLAGS = flags.FLAGS
@@ -150,13 +151,23 @@ def main(argv):
     key = jax.random.key(config.seed)
     shape = tuple(teacher.reference_data(1).shape[1:])
     start = time.perf_counter()
-    x0, x1, pair_nfe = draw_pairs(teacher.process, teacher.model(teacher_params),
-                                  teacher.process.source_sample(jax.random.fold_in(key, 1), (FLAGS.num_pairs, *shape)),
-                                  FLAGS.pair_tolerance)
+    if FLAGS.pairs:
+        try:
+            with np.load(FLAGS.pairs) as saved:
+                x0, x1 = saved["x"], saved["source"]
+        except (OSError, KeyError) as error:
+            fail(f"--pairs={FLAGS.pairs!r} cannot be read as an npz with 'x' and 'source' ({error})")
+        pair_nfe = float("nan")
+    else:
+        x0, x1, pair_nfe = draw_pairs(teacher.process, teacher.model(teacher_params), teacher.process.source_sample(
+            jax.random.fold_in(key, 1), (FLAGS.num_pairs, *shape)), FLAGS.pair_tolerance)
+    if x0.shape[1:] != shape or x0.shape != x1.shape:
+        fail(f"the pairs have shapes {x0.shape} and {x1.shape}; the teacher's data is {shape} per example")
+    num_pairs = len(x0)
     pair_seconds = time.perf_counter() - start
     workdir.mkdir(parents=True, exist_ok=True)
     np.savez(workdir / "reflow_pairs.npz", x=x0, source=x1)
-    print(f"{FLAGS.num_pairs} pairs in {pair_seconds:.1f} s (mean NFE {pair_nfe:.1f})", flush=True)
+    print(f"{num_pairs} pairs in {pair_seconds:.1f} s (mean NFE {pair_nfe:.1f})", flush=True)
 
     state = student.init_state()
     if FLAGS.init == "teacher":
@@ -167,14 +178,14 @@ def main(argv):
     batch_size, num_steps = student_config.training.batch_size, student_config.training.num_steps
     start = time.perf_counter()
     for step in range(num_steps):
-        rows = rng.integers(0, FLAGS.num_pairs, batch_size)
+        rows = rng.integers(0, num_pairs, batch_size)
         state, metrics = step_fn(state, {"x": jnp.asarray(x0[rows]), "source": jnp.asarray(x1[rows])})
         if (step + 1) % student_config.training.log_every == 0 or step + 1 == num_steps:
             print(f"step {step + 1}: loss {float(metrics['loss']):.4f}", flush=True)
     train_seconds = time.perf_counter() - start
 
-    manager = checkpoint.open_manager(workdir, max_to_keep=1, save_interval_steps=1)
-    checkpoint.save(manager, num_steps, state, {"reflow_of": str(teacher_dir), "num_pairs": FLAGS.num_pairs},
+    manager = checkpoint.open_manager(workdir, max_to_keep=1, save_interval_steps=1, create=True)
+    checkpoint.save(manager, num_steps, state, {"reflow_of": str(teacher_dir), "num_pairs": num_pairs},
                     force=True)
     manager.wait_until_finished()
     manager.close()
@@ -185,7 +196,7 @@ def main(argv):
     report = {"teacher": figures(teacher, teacher_params, eval_key, reference),
               "student": figures(student, state.ema_params, eval_key, reference),
               "pair_nfe": pair_nfe, "pair_seconds": pair_seconds, "train_seconds": train_seconds,
-              "num_pairs": FLAGS.num_pairs, "steps": num_steps}
+              "num_pairs": num_pairs, "steps": num_steps}
     (workdir / "reflow.json").write_text(json.dumps(report, indent=2) + "\n")
     keys = list(report["teacher"])
     print(f"{'':8s}" + "".join(f"{k:>14s}" for k in keys))
