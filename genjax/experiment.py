@@ -121,6 +121,8 @@ def _check_options_by_tracing(config, process, objective, data_shape: tuple[int,
     example = jnp.zeros((1,) + data_shape, jnp.float32)
     condition = jnp.zeros((1,), jnp.int32) if config.model.num_classes else None
     batch = {"x": example} if condition is None else {"x": example, "label": condition}
+    if getattr(process, "uses_given_pairs", False):  # reflow: batches carry the source end of each pair
+        batch["source"] = example
     model = _stand_in_model(config, process)
     for name in dict.fromkeys([config.sampling.sampler, *evaluation_samplers(config)]):
         sampler = factory.build_sampler(config, name)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.reflow import straightness
 from genjax.data.gaussian_mixture import make_gaussian_mixture, perturbed_log_prob_fn, perturbed_velocity_fn
 from genjax.objectives.flow_matching import conditional_flow_matching_loss
 from genjax.processes import views
@@ -203,24 +204,10 @@ def test_a_cnf_velocity_fits_the_samplers_and_the_likelihood():
 
 
 # --- OT-CFM trajectories are straighter than I-CFM's (trains: slow) ----------------------------------
-def straightness(process, model, key, num=512, steps=64):
-    """S = E mean_k |v(x_{t_k}, t_k) - (x_1 - x_0)|^2 along Euler trajectories from the prior
-    (Liu et al. 2023, eq. 4 with x_1 - x_0 the end-to-end displacement per unit time): zero
-    for straight paths travelled at constant speed."""
-    velocity = views.velocity_fn(process, model)
-    grid = jnp.linspace(1.0, 0.0, steps + 1)
-
-    def one(x1):
-        def step(x, times):
-            t, s = times
-            v = velocity(x, t)
-            return x + (s - t) * v, v
-
-        x0, vs = jax.lax.scan(step, x1, (grid[:-1], grid[1:]))
-        return jnp.mean(jnp.sum((vs - (x1 - x0)) ** 2, -1))
-
-    x1 = jax.random.normal(key, (num, 2))
-    return float(jnp.mean(jax.vmap(one)(x1)))
+def model_straightness(process, model, key, num=512, steps=64):
+    """Liu et al.'s straightness of the model's own ODE from num prior draws
+    (experiments/reflow.straightness)."""
+    return straightness(views.velocity_fn(process, model), jax.random.normal(key, (num, 2)), steps)
 
 
 def train_cfm(coupling, steps=600, batch=128, seed=0):
@@ -257,5 +244,5 @@ def train_cfm(coupling, steps=600, batch=128, seed=0):
 
 @pytest.mark.slow
 def test_ot_cfm_is_straighter_than_i_cfm():
-    values = {c: straightness(*train_cfm(c), jax.random.key(9)) for c in ("independent", "exact_ot")}
+    values = {c: model_straightness(*train_cfm(c), jax.random.key(9)) for c in ("independent", "exact_ot")}
     assert values["exact_ot"] < 0.5 * values["independent"], values

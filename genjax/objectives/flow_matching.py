@@ -10,7 +10,8 @@ raises the loss by E || delta ||^2 exactly (tests/test_flow_matching.py checks b
 
 Example i draws its time, source sample and smoothing noise from keys[i]; the coupling then
 reorders the source draws over the batch it is given (all of it, or one micro-batch under
-gradient accumulation), with a key derived from keys[0].
+gradient accumulation), with a key derived from keys[0]. With coupling="given_pairs" (reflow)
+x_1 is the batch's "source" array instead.
 """
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ def conditional_flow_matching_loss(model, process, batch, keys: jax.Array, *, re
         return t, process.source_sample(key_source, shape).astype(x0.dtype), jax.random.normal(key_eps, shape, x0.dtype)
 
     t, x1, eps = jax.vmap(draws)(keys)
+    if getattr(process, "uses_given_pairs", False):
+        if not isinstance(batch, dict) or "source" not in batch:
+            raise ValueError("coupling='given_pairs' trains on (sample, source) pairs: the batch needs a 'source' "
+                             "array beside 'x' (draw them with experiments/reflow.py)")
+        x1 = batch["source"].astype(x0.dtype)
     x1 = process.couple(jax.random.fold_in(keys[0], _COUPLING_STREAM), x0, x1)
     x_t, target = jax.vmap(process.conditional_path)(x0, x1, eps, t)
     prediction = velocity(x_t, t, labels, dropout_key=dropout_key(keys), train=True)

@@ -298,13 +298,30 @@ def log_likelihood(
     )
 
 
-def divergence_exact(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(fn(x), tr d fn / dx) with the trace from D forward-mode products (one primal pass)."""
-    value, jvp = jax.linearize(fn, x)
+def jacobian_columns(fn: Callable[[jax.Array], jax.Array], x: jax.Array, unroll: bool = False):
+    """(fn(x), J [D, D]) with row j = (d fn / dx) e_j flattened, by D forward-mode products:
+    `jax.linearize` and a vmap over the basis (one primal pass), or, with unroll, D separate
+    jvps (whose reverse-mode derivative is about 3x faster on XLA:CPU for D <= 16: the CNF's
+    training loss uses it, docs/cnf_toy/cnf_toy.md)."""
     size = x.size
     basis = jnp.eye(size, dtype=x.dtype).reshape((size,) + x.shape)
-    columns = jax.vmap(jvp)(basis).reshape(size, size)  # row j: (d fn / dx) e_j, flattened
+    if unroll:
+        products = [jax.jvp(fn, (x,), (e,)) for e in basis]
+        return products[0][0], jnp.stack([tangent.ravel() for _, tangent in products])
+    value, jvp = jax.linearize(fn, x)
+    return value, jax.vmap(jvp)(basis).reshape(size, size)
+
+
+def divergence_exact(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(fn(x), tr d fn / dx) with the trace from D forward-mode products (one primal pass)."""
+    value, columns = jacobian_columns(fn, x)
     return value, jnp.trace(columns)
+
+
+def hutchinson_terms(fn: Callable[[jax.Array], jax.Array], x: jax.Array, eps: jax.Array):
+    """(fn(x), eps^T J eps, J eps) for J = d fn / dx, from one jvp."""
+    value, tangent = jax.jvp(fn, (x,), (eps,))
+    return value, jnp.vdot(eps, tangent), tangent
 
 
 def divergence_hutchinson(
@@ -312,8 +329,7 @@ def divergence_hutchinson(
 ) -> tuple[jax.Array, jax.Array]:
     """(fn(x), eps^T (d fn / dx) eps), an unbiased estimate of the divergence if
     E[eps eps^T] = I (one jvp)."""
-    value, tangent = jax.jvp(fn, (x,), (eps,))
-    return value, jnp.vdot(eps, tangent)
+    return hutchinson_terms(fn, x, eps)[:2]
 
 
 def batched_divergence_exact(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> tuple[jax.Array, jax.Array]:
