@@ -32,7 +32,8 @@ def get_config():
     config.model.name = "ddpmpp"
     config.model.output = "noise"
     config.model.kwargs = dict(model_channels=16, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,),
-                               dropout=0.1)
+                               dropout=0.1, label_dropout=0.1)
+    config.model.num_classes = 10  # class-conditional; the label is dropped 10 % of the time (the null label)
     config.training.num_steps = 2_500
     config.training.batch_size = 128
     config.training.log_every = 250

@@ -28,6 +28,7 @@ def tiny_digits_config(data_dir, num_steps=4):
     config = digits.get_config()
     config.data.data_dir = str(data_dir)
     config.model.kwargs = TINY_UNET
+    config.model.num_classes, config.evaluate.guidance = 0, 0.0  # unconditional (guided digits: test_guidance.py)
     config.training.num_steps = num_steps
     config.training.batch_size = 16
     config.training.log_every = config.training.sync_every = 2
