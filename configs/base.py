@@ -107,6 +107,13 @@ def get_config() -> ml_collections.ConfigDict:
     # > 0: also draw each sampler's set with this guidance weight (conditional models; as sampling.guidance)
     # and report its class accuracy beside the unguided one.
     config.evaluate.guidance = 0.0
+    # FID / IS / KID of image samples (genjax/evaluate/image_metrics.py): the converted Inception-v3 weights
+    # (.npz from experiments/convert_inception_weights.py; "" skips them), their pinned content SHA-256 ("" = not
+    # pinned), and the reference statistics' cache (.npz; "" = DIR/eval/inception_reference.npz), computed once
+    # from the training split (data.split). Papers use evaluate.num_samples = 50000.
+    config.evaluate.inception_weights = ""
+    config.evaluate.inception_sha256 = ""
+    config.evaluate.reference_stats = ""
     config.evaluate.reference_split = "test"  # image datasets: the held-out split (NLL in bits/dim, sample metrics)
     # divergence: auto (exact up to 8 dimensions per example, Hutchinson above) | exact | hutchinson;
     # t0: where the ODE starts, log p_t0 is reported (None: the process's t_min_sample; score_sde uses 1e-5);

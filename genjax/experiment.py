@@ -161,6 +161,19 @@ def _check_guidance(config, process) -> None:
             raise ConfigError(f"{path}={weight!r}: {error}") from None
 
 
+def _check_inception(config, image_dataset) -> None:
+    """evaluate.inception_weights: a file that exists, for image data (FID / IS / KID)."""
+    from genjax.evaluate.image_metrics import check_inception_config
+
+    if config.evaluate.inception_weights and image_dataset is None:
+        raise ConfigError(f"evaluate.inception_weights={config.evaluate.inception_weights!r}: FID, IS and KID are for "
+                          f"images, and data.name={config.data.name!r} is not an image dataset; set it to ''")
+    try:
+        check_inception_config(config)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def evaluation_samplers(config) -> list[str]:
     names = [name.strip() for name in config.evaluate.samplers.split(",") if name.strip()]
     for name in names:
@@ -438,6 +451,7 @@ def build_experiment(config, devices=None) -> Experiment:
                           f"{config.data.name!r} has no labels; set model.num_classes=0 or use a labelled dataset")
     _check_options_by_tracing(config, process, objective, data_shape)
     _check_guidance(config, process)
+    _check_inception(config, image_dataset)
     experiment = Experiment(config, process, network, dataset_fn, objective, optimizer, mesh, data_shape,
                             image_dataset)
     try:

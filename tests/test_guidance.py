@@ -178,3 +178,32 @@ def test_a_conditional_grid_has_one_row_per_class(tmp_path):
         row = grid[(1 + 9 * k) * scale:(9 + 9 * k) * scale, scale:-scale]
         tiles = row[:, [(9 * j) * scale + i for j in range(5) for i in range(8 * scale)]]
         assert np.all(tiles == round(k / 9 * 255))
+
+
+@pytest.mark.slow  # a U-Net trains 4 steps and samples in fresh processes (minutes on 2 cores)
+def test_sample_command_with_guidance_writes_one_row_per_class(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.subprocess_env import cpu_environment
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    common = [sys.executable, "-m", "experiments.main", "--config=configs/digits.py", f"--workdir={tmp_path}",
+              f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.training.num_steps=4",
+              "--config.training.batch_size=16", "--config.training.log_every=2", "--config.training.sync_every=2",
+              "--config.training.checkpoint_every=4", "--config.evaluate.nll_num_points=0",
+              "--config.evaluate.samplers=ddim", "--config.samplers.ddim.num_steps=3", "--config.evaluate.num_samples=20",
+              "--config.sampling.sampler=ddim", "--config.sampling.num_samples=30"]
+    for mode in (["--mode=train"], ["--mode=sample", "--config.sampling.guidance=3"]):
+        result = subprocess.run(common + mode, cwd=root, env=cpu_environment(1), capture_output=True, text=True,
+                                timeout=1200)
+        assert result.returncode == 0, result.stderr[-3000:]
+    grid = Image.open(tmp_path / "samples" / "step_4_ddim_guidance3.png")
+    assert grid.size == ((3 * 9 + 1) * 4, (10 * 9 + 1) * 4)  # 30 samples, 3 per class: 10 rows of 3
+    saved = np.load(tmp_path / "samples" / "step_4_ddim_guidance3.npz")
+    np.testing.assert_array_equal(saved["labels"], np.arange(30) % 10)
+    evaluation = __import__("json").load(open(tmp_path / "eval" / "step_4.json"))
+    entry = evaluation["samplers"]["ddim"]
+    assert entry["guidance_weight"] == 2.0 and 0 <= entry["digits_guided_class_accuracy"] <= 1
+    assert "digits_class_accuracy" in entry

@@ -12,6 +12,8 @@ its floor: the Frechet distance of as many real training digits as there are sam
 5 random sets). With evaluate.guidance = w > 0 (class-conditional models) every sampler also
 draws the set with classifier-free guidance weight w (genjax.samplers.guidance), reported beside
 the unguided one (`digits_guided_frechet`, `digits_guided_class_accuracy`, `guided_nfe_mean`).
+With evaluate.inception_weights set (image data), every sampler's set also gets FID, IS and KID
+against the training split's cached statistics (genjax.evaluate.image_metrics).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 
 from genjax import workdir as workdir_lib
 from genjax.evaluate.bits_per_dim import LN2, bits_per_dim_offset, dequantize
-from genjax.evaluate import digits_classifier
+from genjax.evaluate import digits_classifier, image_metrics
 from genjax.evaluate.image_grid import to_uint8
 from genjax.evaluate.likelihood import negative_log_likelihood
 from genjax.evaluate.sampling import draw, guided, sample_set_name, write_sample_set
@@ -52,6 +54,12 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
         nll["prior_nll_nats_per_dim"] = float(-prior_log_prob.mean() / np.prod(held_out.shape[1:]))
         if experiment.image_dataset is not None:
             add_bits_per_dim(nll, experiment.data_range)
+    inception_metrics = {}
+    if config.evaluate.inception_weights:  # FID / IS / KID: every process computes its share of the features
+        reference_set = image_metrics.load_reference(experiment, workdir)
+        inception_metrics = {name: image_metrics.sample_metrics(experiment, reference_set, drawn["samples"],
+                                                                derive_key(config.seed, "metrics"))
+                             for name, drawn in drawn_by_sampler.items()}
     if jax.process_index() != 0:
         return None
     # A held-out image split may hold fewer than 2 num examples: then both halves are smaller.
@@ -86,6 +94,7 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
             "samples": npz_file,
             "figure": png_file,
         }
+        results["samplers"][name].update(inception_metrics.get(name, {}))
         if name in guided_by_sampler:
             results["samplers"][name].update(_guided_quality(workdir, step, name, guided_by_sampler[name], guidance,
                                                              reference, labels, digits, data_range))
@@ -168,6 +177,13 @@ def format_table(results: dict) -> str:
                      + ", ".join(f"{v:.2f}" for v in r["digits_frechet_runs"]) + ")"
                      if r is results["baselines"]["data_vs_data"] else "")
             lines.append(f"  {name:28s} Frechet {r['digits_frechet']:8.2f}{accuracy}{floor}")
+    inception_rows = [(name, r) for name, r in results["samplers"].items() if "fid" in r]
+    if inception_rows:
+        lines.append("Inception-v3 (pytorch-fid weights) against the training split's statistics:")
+        for name, r in inception_rows:
+            lines.append(f"  {name:28s} FID {r['fid']:8.2f}  IS {r['inception_score']:6.2f} +- "
+                         f"{r['inception_score_std']:.2f}  KID x 1e3 {1e3 * r['kid']:7.2f} +- {1e3 * r['kid_std']:.2f} "
+                         f"({r['fid_num_samples']} samples, {r['fid_reference_count']} reference images)")
     if "likelihood" in results:
         nll = results["likelihood"]
         lines.append(
