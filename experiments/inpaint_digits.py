@@ -13,13 +13,13 @@ replacement, which copies them; the guidance method only pulls towards them).
 """
 from __future__ import annotations
 
-import logging
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from genjax import checkpoint, workdir as workdir_lib
@@ -47,6 +47,7 @@ def fail(message: str) -> None:
 
 def main(argv):
     del argv
+    absl_logging.set_verbosity(absl_logging.WARNING)
     if not FLAGS.workdir:
         fail("--workdir is required: a trained digits run (python -m experiments.main --config=configs/digits.py)")
     config = FLAGS.config
@@ -90,5 +91,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    logging.getLogger("absl").setLevel(logging.WARNING)
     app.run(main)
