@@ -10,6 +10,11 @@ rows of `num` test digits: the observed input (hidden pixels black), the replace
 samples, the posterior-guidance method's samples, and the truth. The console line gives each
 method's mean squared error on the hidden pixels, and on the observed ones (0 for
 replacement, which copies them; the guidance method only pulls towards them).
+
+Measured on the trained configs/digits.py run (defaults: 200 steps, isotropic covariance,
+alpha_min 0.3, sigma_y 0.05): hidden-pixel mean squared error 0.260 (replacement) and 0.231
+(posterior), observed pixels 0 and 0.002. Without alpha_min (0) the posterior method diverges
+(NaN) on this network: see `sample_given_observation`'s alpha_min.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ flags.DEFINE_enum("covariance", "isotropic", COVARIANCES, "Posterior covariance 
                   "(tweedie costs cg_iterations Jacobian-vector products per step).")
 flags.DEFINE_float("data_variance", 0.35, "Per-pixel variance of the data, for the isotropic covariance.")
 flags.DEFINE_float("noise_std", 0.05, "Observation noise the guidance method assumes.")
+flags.DEFINE_float("alpha_min", 0.3, "The guidance method's term only where alpha(t) >= alpha_min (a learned "
+                   "denoiser's Jacobian grows as 1 / alpha near the prior).")
 flags.DEFINE_string("output", None, "PNG path (default: DIR/inpaint.png).")
 FLAGS = flags.FLAGS
 
@@ -77,7 +84,7 @@ def main(argv):
         result = jax.jit(lambda k, observation=observation, method=method: sample_given_observation(
             experiment.process, model, k, observation.forward(truth), observation, experiment.data_shape,
             FLAGS.num_steps, method=method, covariance=FLAGS.covariance, data_variance=FLAGS.data_variance,
-            condition=condition))(key)
+            alpha_min=FLAGS.alpha_min, condition=condition))(key)
         samples = np.asarray(result.samples)
         hidden = float(np.sum((samples - truth) ** 2 * (1 - mask)) / np.sum(np.broadcast_to(1 - mask, samples.shape)))
         seen = float(np.sum((samples - truth) ** 2 * mask) / np.sum(np.broadcast_to(mask, samples.shape)))

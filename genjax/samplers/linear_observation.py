@@ -99,12 +99,16 @@ def _check(method: str, covariance: str, num_steps: int, cg_iterations: int, dat
 
 
 def posterior_score(process, score_fn, observation: LinearObservation, covariance: str = "tweedie",
-                    cg_iterations: int = 20, data_variance: float = 1.0):
+                    cg_iterations: int = 20, data_variance: float = 1.0, alpha_min: float = 0.0):
     """The per-example score of p_t(x | y), (x, t, y, condition) -> s(x, t) + grad_x log p_t(y | x)
-    (module docstring, "posterior")."""
+    (module docstring, "posterior"); where alpha(t) < alpha_min, s(x, t) alone."""
 
     def score(x, t, y, condition):
         alpha, sigma = process.marginal_coefficients(t)
+        return jax.lax.cond(alpha >= alpha_min, lambda: guided(x, t, y, condition, alpha, sigma),
+                            lambda: score_fn(x, t, condition))
+
+    def guided(x, t, y, condition, alpha, sigma):
 
         def denoise(z):
             s = score_fn(z, t, condition)
@@ -131,7 +135,8 @@ def posterior_score(process, score_fn, observation: LinearObservation, covarianc
 def sample_given_observation(process, model, key: jax.Array, y: jax.Array, observation: LinearObservation,
                              shape: tuple[int, ...], num_steps: int, method: str = "replacement",
                              covariance: str = "tweedie", cg_iterations: int = 20, data_variance: float = 1.0,
-                             first_index: int | jax.Array = 0, condition: jax.Array | None = None) -> SampleResult:
+                             alpha_min: float = 0.0, first_index: int | jax.Array = 0,
+                             condition: jax.Array | None = None) -> SampleResult:
     """Draw one sample of p(x_0 | A x_0 + sigma_y n = y[i]) per observation y [N, *obs_shape].
 
     Args:
@@ -144,6 +149,10 @@ def sample_given_observation(process, model, key: jax.Array, y: jax.Array, obser
       num_steps: Euler-Maruyama steps on the process's time grid.
       method: "replacement" or "posterior" (module docstring).
       covariance, cg_iterations, data_variance: the posterior method's options.
+      alpha_min: the posterior term only where alpha(t) >= alpha_min. With a learned denoiser
+        D = (x - sigma eps_hat) / alpha, its Jacobian carries the network's error times 1 / alpha,
+        which near the prior end (VP: alpha(1) = 0.007) blows the guidance up; the exact
+        score's Jacobian does not (0 keeps the exact method).
       condition: None or int32 [N] class labels passed to the model.
 
     Returns:
@@ -152,7 +161,8 @@ def sample_given_observation(process, model, key: jax.Array, y: jax.Array, obser
     _check(method, covariance, num_steps, cg_iterations, data_variance)
     score_fn = views.score_fn(process, model)
     if method == "posterior":
-        score_fn = posterior_score(process, score_fn, observation, covariance, cg_iterations, data_variance)
+        score_fn = posterior_score(process, score_fn, observation, covariance, cg_iterations, data_variance,
+                                   alpha_min)
     else:
         plain = score_fn
         score_fn = lambda x, t, y, condition: plain(x, t, condition)
