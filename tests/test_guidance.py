@@ -122,7 +122,6 @@ def test_every_sampler_fed_the_guided_oracle_draws_the_tilted_gaussian(sampler):
 
 
 def test_guidance_refuses_what_it_cannot_guide():
-    process = VPSDE()
     with pytest.raises(ValueError, match=r"guidance=-1.0 must be a finite number >= 0"):
         guided_model(views.Model(lambda x, t, c=None, **_: x, "score"), -1.0)
     with pytest.raises(ValueError, match="per-example function"):
@@ -132,7 +131,6 @@ def test_guidance_refuses_what_it_cannot_guide():
     with pytest.raises(ValueError, match="needs class labels"):
         guided_model(views.Model(lambda x, t, c=None, **_: x, "score"), 1.0).output_fn(jnp.zeros((1, 2)),
                                                                                        jnp.ones((1,)))
-    del process
 
 
 @pytest.mark.parametrize("field", ["sampling.guidance", "evaluate.guidance"])

@@ -98,22 +98,26 @@ def load_reference(experiment, workdir, apply_fn=None, params=None) -> Inception
     kid_path = path[:-len(".npz")] + "_kid.npy" if path.endswith(".npz") else path + "_kid.npy"
     lead = jax.process_index() == 0
     mu, sigma, count = frechet.load_or_compute_statistics(path, compute, metadata, write=lead)
+    if "pool3" not in kept:  # read from the cache: process 0 says whether the KID features are there too
+        missing = lead and not os.path.exists(kid_path)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
+        if missing:  # statistics cached without KID features (another tool wrote them): all compute them
+            compute()
     if "pool3" in kept:
         kid_features = kept["pool3"]
         if lead:
             np.save(kid_path, kid_features.astype(np.float32))
-    else:
-        kid_features = np.load(kid_path) if os.path.exists(kid_path) else None
-        if kid_features is None:  # statistics cached without KID features (another tool wrote them)
-            kept.clear()
-            compute()
-            kid_features = kept["pool3"]
+    else:  # only process 0 reports metrics, so only it needs them
+        kid_features = np.load(kid_path) if lead else None
     return InceptionReference(params, mu, sigma, count, kid_features)
 
 
 def sample_metrics(experiment, reference: InceptionReference, samples: np.ndarray, key: jax.Array,
                    apply_fn=None) -> dict[str, float]:
-    """{'fid', 'inception_score', 'inception_score_std', 'kid', 'kid_std'} of `samples`
+    """{'fid', 'inception_score', 'inception_score_std', 'kid', 'kid_std' (process 0), ...} of `samples`
     [N, H, W, C] in the data range (every process passes the whole set; each computes the
     features of its contiguous share)."""
     apply_fn = apply_fn or _apply
@@ -127,7 +131,10 @@ def sample_metrics(experiment, reference: InceptionReference, samples: np.ndarra
                                                     keep=("pool3", "logits"), mesh=mesh, batch_axis=axes)
     mu, sigma = frechet.gaussian_statistics(moments)
     score, score_std = inception_score(outputs["logits"], num_splits=min(10, len(outputs["logits"])))
-    kid_mean, kid_std = kid.kernel_inception_distance(key, outputs["pool3"], reference.kid_features)
-    return {"fid": frechet.frechet_distance(mu, sigma, reference.mu, reference.sigma),
-            "inception_score": score, "inception_score_std": score_std, "kid": kid_mean, "kid_std": kid_std,
-            "fid_num_samples": int(moments.count), "fid_reference_count": int(reference.count)}
+    metrics = {"fid": frechet.frechet_distance(mu, sigma, reference.mu, reference.sigma),
+               "inception_score": score, "inception_score_std": score_std,
+               "fid_num_samples": int(moments.count), "fid_reference_count": int(reference.count)}
+    if reference.kid_features is not None:  # process 0 (the one that reports)
+        metrics["kid"], metrics["kid_std"] = kid.kernel_inception_distance(key, outputs["pool3"],
+                                                                           reference.kid_features)
+    return metrics
