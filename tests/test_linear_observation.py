@@ -61,6 +61,7 @@ def test_replacement_observes_exactly_and_imputes_approximately():
     assert abs(samples[:, 1].mean() - mean[1]) > 0.15  # the documented approximation, not the exact law
 
 
+@pytest.mark.slow  # a measured approximation (its sibling methods run in the default set)
 def test_isotropic_covariance_is_pigdm_exact_only_for_isotropic_data():
     """With C_t = r_t^2 I for unit-variance data (PiGDM) on correlation 0.8: measured, the
     imputed mean is 0.21 (exact: 0.25) and its standard deviation 0.63 (exact: 0.61)."""
