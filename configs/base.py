@@ -79,6 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Global samples per compiled chunk (0: the whole set at once). Each finished chunk is saved, so an
     # interrupted --mode=sample resumes; memory grows with the chunk, not with num_samples.
     config.sampling.chunk_size = 0
+    # Classifier-free guidance weight w (Ho & Salimans 2022): (1 + w) cond - w uncond, 0 = off (EDM's
+    # "guidance scale" is 1 + w). Needs a class-conditional network trained with model.kwargs.label_dropout > 0.
+    config.sampling.guidance = 0.0
 
     config.samplers = ml_collections.ConfigDict()
     config.samplers.euler_maruyama = ml_collections.ConfigDict({"num_steps": 500, "denoise_final": True})
@@ -101,6 +104,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.evaluate.num_samples = 10_000
     config.evaluate.nll_num_points = 2_000  # held-out points for the probability-flow NLL; 0 skips it
     config.evaluate.nll_chunk_size = 0  # held-out points per likelihood solve call (0: all at once)
+    # > 0: also draw each sampler's set with this guidance weight (conditional models; as sampling.guidance)
+    # and report its class accuracy beside the unguided one.
+    config.evaluate.guidance = 0.0
+    # FID / IS / KID of image samples (genjax/evaluate/image_metrics.py): the converted Inception-v3 weights
+    # (.npz from experiments/convert_inception_weights.py; "" skips them), their pinned content SHA-256 ("" = not
+    # pinned), and the reference statistics' cache (.npz; "" = DIR/eval/inception_reference.npz), computed once
+    # from the training split (data.split). Papers use evaluate.num_samples = 50000.
+    config.evaluate.inception_weights = ""
+    config.evaluate.inception_sha256 = ""
+    config.evaluate.reference_stats = ""
     config.evaluate.reference_split = "test"  # image datasets: the held-out split (NLL in bits/dim, sample metrics)
     # divergence: auto (exact up to 8 dimensions per example, Hutchinson above) | exact | hutchinson;
     # t0: where the ODE starts, log p_t0 is reported (None: the process's t_min_sample; score_sde uses 1e-5);

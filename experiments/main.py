@@ -9,7 +9,10 @@ train: trains to config.training.num_steps (resuming from DIR's latest checkpoin
 sample: loads DIR's latest checkpoint and writes config.sampling.num_samples samples
        (samples/step_<N>_<sampler>.npz, with per-example NFE) and a picture, drawn in chunks
        of config.sampling.chunk_size; finished chunks are kept in samples/step_<N>_<sampler>.parts/
-       until the set is complete, so rerunning an interrupted command resumes it.
+       until the set is complete, so rerunning an interrupted command resumes it. A class-conditional
+       set is class-balanced and its grid has one row per class; --config.sampling.guidance=W > 0
+       draws it with classifier-free guidance (w: (1 + w) cond - w uncond) into
+       samples/step_<N>_<sampler>_guidance<W>.*.
 evaluate: loads it and writes eval/step_<N>.json (sample quality per sampler, baselines).
 compile: lowers and compiles the train step for the configured mesh (simulated devices
        work: XLA_FLAGS=--xla_force_host_platform_device_count=8) and prints per-device
@@ -146,7 +149,7 @@ def main(argv: list[str]) -> None:
     from genjax import checkpoint
     from genjax.evaluate.evaluator import evaluate, format_table
     from genjax.evaluate.resumable import draw_resumably, remove_parts
-    from genjax.evaluate.sampling import SamplingError, write_sample_set
+    from genjax.evaluate.sampling import SamplingError, sample_set_name, write_sample_set
     from genjax.train.compile_report import compile_report, format_compile_report
     from genjax.train.distributed import initialize
     from genjax.train.preemption import Preempted
@@ -193,11 +196,13 @@ def main(argv: list[str]) -> None:
             state = restored.state
         step = int(jax.device_get(state.step))
         if FLAGS.mode == "sample":
-            name = config.sampling.sampler
-            drawn = draw_resumably(experiment, state.ema_params, name, config.sampling.num_samples, workdir, step)
+            sampler, num, guidance = config.sampling.sampler, config.sampling.num_samples, config.sampling.guidance
+            name = sample_set_name(sampler, guidance)
+            drawn = draw_resumably(experiment, state.ema_params, sampler, num, workdir, step, guidance=guidance)
             if jax.process_index() == 0:
-                reference = experiment.reference_data(config.sampling.num_samples)
-                npz, png = write_sample_set(workdir, step, name, drawn, reference, data_range=experiment.data_range)
+                reference = experiment.reference_data(num)
+                npz, png = write_sample_set(workdir, step, name, drawn, reference, data_range=experiment.data_range,
+                                            labels=experiment.default_condition(num))
                 remove_parts(workdir, step, name)
                 console.info("%d samples (%s, mean NFE %.1f) in %s and %s", len(drawn["samples"]), name,
                              drawn["nfe"].mean(), workdir / npz, workdir / png)

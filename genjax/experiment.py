@@ -30,6 +30,7 @@ from genjax.data.stream import ArrayStream
 from genjax.factory import ConfigError
 from genjax.processes import views
 from genjax.processes.views import ScoreFn
+from genjax.samplers.guidance import guided_model
 from genjax.samplers.likelihood import log_likelihood
 from genjax.train import parallel
 from genjax.train.optimizer import SCHEDULES, make_optimizer
@@ -134,6 +135,45 @@ def _check_options_by_tracing(config, process, objective, data_shape: tuple[int,
         options = dict(config.evaluate.likelihood)
         _check_by_tracing("evaluate.likelihood", options,
                           lambda: log_likelihood(process, model, example, key, condition=condition, **options))
+
+
+GUIDANCE_FIELDS = ("sampling.guidance", "evaluate.guidance")
+
+
+def _check_guidance(config, process) -> None:
+    """A guidance weight (genjax.samplers.guidance) must be >= 0, and > 0 only for a
+    class-conditional network trained with label dropout (whose null label means something)."""
+    for path in GUIDANCE_FIELDS:
+        _check_number(config, path, lambda v: 0 <= v < float("inf"), "finite and >= 0 (0: no guidance)")
+        section, field = path.split(".")
+        weight = config[section][field]
+        if not weight:
+            continue
+        if not config.model.num_classes:
+            raise ConfigError(f"{path}={weight!r}: classifier-free guidance needs a class-conditional model; set "
+                              f"{path}=0, or train with model.num_classes > 0 and model.kwargs.label_dropout > 0")
+        if not config.model.kwargs.get("label_dropout", 0.0):
+            raise ConfigError(f"{path}={weight!r}: the network is trained without label dropout "
+                              f"(model.kwargs.label_dropout), so its null label was never learned; set {path}=0, "
+                              f"or train a network that takes label_dropout (ddpmpp, ncsnpp, song_unet) with "
+                              f"model.kwargs.label_dropout=0.1")
+        try:
+            guided_model(_stand_in_model(config, process), weight)
+        except ValueError as error:
+            raise ConfigError(f"{path}={weight!r}: {error}") from None
+
+
+def _check_inception(config, image_dataset) -> None:
+    """evaluate.inception_weights: a file that exists, for image data (FID / IS / KID)."""
+    from genjax.evaluate.image_metrics import check_inception_config
+
+    if config.evaluate.inception_weights and image_dataset is None:
+        raise ConfigError(f"evaluate.inception_weights={config.evaluate.inception_weights!r}: FID, IS and KID are for "
+                          f"images, and data.name={config.data.name!r} is not an image dataset; set it to ''")
+    try:
+        check_inception_config(config)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def evaluation_samplers(config) -> list[str]:
@@ -412,6 +452,8 @@ def build_experiment(config, devices=None) -> Experiment:
         raise ConfigError(f"model.num_classes={num_classes} makes the model class-conditional, and data.name="
                           f"{config.data.name!r} has no labels; set model.num_classes=0 or use a labelled dataset")
     _check_options_by_tracing(config, process, objective, data_shape)
+    _check_guidance(config, process)
+    _check_inception(config, image_dataset)
     experiment = Experiment(config, process, network, dataset_fn, objective, optimizer, mesh, data_shape,
                             image_dataset)
     try:

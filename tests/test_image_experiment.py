@@ -28,6 +28,7 @@ def tiny_digits_config(data_dir, num_steps=4):
     config = digits.get_config()
     config.data.data_dir = str(data_dir)
     config.model.kwargs = TINY_UNET
+    config.model.num_classes, config.evaluate.guidance = 0, 0.0  # unconditional (guided digits: test_guidance.py)
     config.training.num_steps = num_steps
     config.training.batch_size = 16
     config.training.log_every = config.training.sync_every = 2
@@ -163,4 +164,5 @@ def test_digits_command_writes_grids_and_an_evaluation(data_dir, tmp_path):
     assert set(evaluation["samplers"]) == {"euler_maruyama"}
     assert np.isfinite(evaluation["likelihood"]["bits_per_dim"])
     for entry in evaluation["samplers"].values():
-        assert Image.open(tmp_path / entry["figure"]).size == ((8 * 9 + 1) * 4,) * 2
+        # class-conditional: one row per digit, 6 columns (64 samples hold at least 6 of each)
+        assert Image.open(tmp_path / entry["figure"]).size == ((6 * 9 + 1) * 4, (10 * 9 + 1) * 4)

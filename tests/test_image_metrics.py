@@ -422,6 +422,16 @@ mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 moments, kept = features.stream_features(_toy_features, weight, np.split(share, 3), "pool3", keep=("logits",), mesh=mesh)
 mu, sigma = frechet.gaussian_statistics(moments)
 np.savez(f"{out}/{process}.npz", mu=mu, sigma=sigma, count=moments.count, logits=kept["logits"])
+# The reference cache: process 0 alone decides, reads and writes; both take the same branch.
+calls = []
+def compute():
+    calls.append(1)
+    return features.stream_features(_toy_features, weight, np.split(share, 3), "pool3", mesh=mesh)[0]
+cache = f"{out}/reference.npz"
+first = frechet.load_or_compute_statistics(cache, compute, {"dataset": "toy"}, write=process == 0)
+second = frechet.load_or_compute_statistics(cache, compute, {"dataset": "toy"}, write=process == 0)
+np.savez(f"{out}/cache_{process}.npz", calls=len(calls), mu=second[0], sigma=second[1], count=second[2],
+         first_sigma=first[1])
 """
 
 
@@ -457,6 +467,12 @@ def test_two_processes_merge_their_shares_into_the_statistics_of_the_union(tmp_p
         np.testing.assert_allclose(result["sigma"], np.cov(expected, rowvar=False), rtol=1e-4, atol=1e-7)
         np.testing.assert_array_equal(result["logits"], pixels.reshape(48, -1)[:, :5])
     np.testing.assert_array_equal(results[0]["sigma"], results[1]["sigma"])
+    # The cache: computed once (by both, collectively), then read by process 0 and sent to both, bit for bit.
+    for i in range(2):
+        cached = np.load(tmp_path / f"cache_{i}.npz")
+        assert int(cached["calls"]) == 1 and int(cached["count"]) == 48
+        np.testing.assert_array_equal(cached["sigma"], results[0]["sigma"])
+        np.testing.assert_array_equal(cached["first_sigma"], results[0]["sigma"])
 
 
 def test_converter_refuses_a_file_that_is_not_pytorch_fids_in_one_line(tmp_path):
@@ -473,3 +489,60 @@ def test_converter_refuses_a_file_that_is_not_pytorch_fids_in_one_line(tmp_path)
     assert result.returncode == 1 and not output.exists()
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and inception.SOURCE_SHA256_PREFIX in lines[0] and inception.SOURCE_URL in lines[0]
+
+
+# --- FID / IS / KID in --mode=evaluate (genjax.evaluate.image_metrics) -------------------------------
+
+def _tiny_digits_experiment(data_dir, **evaluate):
+    from configs import digits
+    from genjax.experiment import build_experiment
+
+    config = digits.get_config()
+    config.data.data_dir = str(data_dir)
+    config.model.kwargs = dict(model_channels=8, channel_mult=(1,), num_blocks=1, attn_resolutions=(),
+                               label_dropout=0.1)
+    config.training.batch_size = 16
+    for name, value in evaluate.items():
+        config.evaluate[name] = value
+    return build_experiment(config)
+
+
+def test_missing_inception_weights_are_a_config_error_naming_the_converter(tmp_path):
+    from genjax.factory import ConfigError
+
+    missing = str(tmp_path / "inception_fid.npz")
+    with pytest.raises(ConfigError, match=r"^evaluate.inception_weights='.*inception_fid.npz' does not exist: download "
+                                          r".* `python -m experiments.convert_inception_weights"):
+        _tiny_digits_experiment(tmp_path / "tfds", inception_weights=missing)
+
+
+@pytest.mark.slow  # Inception-v3 (random weights, 75 px inputs) on the 1,437 training digits: about a minute
+def test_inception_metrics_pipeline_with_random_weights_from_a_file(tmp_path, monkeypatch):
+    """The architecture at random weights, saved and loaded as the real file would be: the
+    reference statistics of the digits training split are computed once and cached; FID of the
+    training digits against them is 0, of noise clearly positive; IS and KID are finite."""
+    from genjax.evaluate import image_metrics
+
+    arrays = {key: np.asarray(value) for key, value in
+              __import__("flax").traverse_util.flatten_dict(inception.random_params(3), sep="/").items()}
+    weights = str(tmp_path / "inception_fid.npz")
+    inception.save_weights(weights, arrays, source_sha256=inception.SOURCE_SHA256_PREFIX + "0" * 56)
+    small = jax.jit(lambda params, pixels: inception.InceptionV3(75).apply({"params": params}, pixels))
+    monkeypatch.setattr(image_metrics, "_apply", small)
+    experiment = _tiny_digits_experiment(tmp_path / "tfds", inception_weights=weights,
+                                         inception_sha256=inception.content_sha256(arrays))
+    reference = image_metrics.load_reference(experiment, tmp_path)
+    assert reference.count == 1437 and (tmp_path / "eval" / "inception_reference.npz").exists()
+    from genjax.evaluate.digits_classifier import digits_split
+
+    train = digits_split("train")[0].astype(np.float32) / 127.5 - 1.0  # the training digits in the data range
+    same = image_metrics.sample_metrics(experiment, reference, train, jax.random.key(0))
+    noise = image_metrics.sample_metrics(experiment, reference,
+                                         np.random.default_rng(0).uniform(-1, 1, (200, 8, 8, 1)), jax.random.key(0))
+    assert abs(same["fid"]) < 1e-3 * noise["fid"] and noise["fid"] > 0
+    assert noise["kid"] > 10 * noise["kid_std"] and noise["kid"] > 10 * abs(same["kid"])
+    assert np.isfinite(same["inception_score"]) and same["inception_score"] >= 1.0
+    # A second evaluation reads the cache instead of recomputing it.
+    monkeypatch.setattr(image_metrics.features_lib, "stream_features", None)
+    again = image_metrics.load_reference(experiment, tmp_path)
+    np.testing.assert_array_equal(again.sigma, reference.sigma)

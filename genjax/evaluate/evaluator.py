@@ -9,7 +9,11 @@ prior alone gives the same points. For images, the NLL is also given in bits/dim
 data; for the digits, the offline image measure of genjax.evaluate.digits_classifier is added
 per sampler (`digits_frechet`, and `digits_class_accuracy` for class-conditional samples), with
 its floor: the Frechet distance of as many real training digits as there are samples (median of
-5 random sets).
+5 random sets). With evaluate.guidance = w > 0 (class-conditional models) every sampler also
+draws the set with classifier-free guidance weight w (genjax.samplers.guidance), reported beside
+the unguided one (`digits_guided_frechet`, `digits_guided_class_accuracy`, `guided_nfe_mean`).
+With evaluate.inception_weights set (image data), every sampler's set also gets FID, IS and KID
+against the training split's cached statistics (genjax.evaluate.image_metrics).
 """
 from __future__ import annotations
 
@@ -18,10 +22,10 @@ import numpy as np
 
 from genjax import workdir as workdir_lib
 from genjax.evaluate.bits_per_dim import LN2, bits_per_dim_offset, dequantize
-from genjax.evaluate import digits_classifier
+from genjax.evaluate import digits_classifier, image_metrics
 from genjax.evaluate.image_grid import to_uint8
 from genjax.evaluate.likelihood import negative_log_likelihood
-from genjax.evaluate.sampling import draw, write_sample_set
+from genjax.evaluate.sampling import draw, guided, sample_set_name, write_sample_set
 from genjax.evaluate.two_sample import sample_quality
 from genjax.samplers.prior import example_keys, sample_prior
 from genjax.experiment import Experiment, derive_key, evaluation_samplers
@@ -35,6 +39,9 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
     config = experiment.config
     num = config.evaluate.num_samples
     drawn_by_sampler = {name: draw(experiment, params, name, num) for name in evaluation_samplers(config)}
+    guidance = config.evaluate.guidance  # > 0 only for a conditional model (checked at config time)
+    guided_by_sampler = {name: draw(experiment, params, name, num, model=guided(experiment, guidance))
+                         for name in drawn_by_sampler} if guidance else {}
     nll = None
     if config.evaluate.nll_num_points:
         held_out_batch = experiment.reference_batch(config.evaluate.nll_num_points)
@@ -47,6 +54,12 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
         nll["prior_nll_nats_per_dim"] = float(-prior_log_prob.mean() / np.prod(held_out.shape[1:]))
         if experiment.image_dataset is not None:
             add_bits_per_dim(nll, experiment.data_range)
+    inception_metrics = {}
+    if config.evaluate.inception_weights:  # FID / IS / KID: every process computes its share of the features
+        reference_set = image_metrics.load_reference(experiment, workdir)
+        inception_metrics = {name: image_metrics.sample_metrics(experiment, reference_set, drawn["samples"],
+                                                                derive_key(config.seed, "metrics"))
+                             for name, drawn in drawn_by_sampler.items()}
     if jax.process_index() != 0:
         return None
     # A held-out image split may hold fewer than 2 num examples: then both halves are smaller.
@@ -68,7 +81,8 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
         results["baselines"]["data_vs_data"].update(digits_classifier.real_digits_floor(digits, num, config.seed))
     labels = experiment.default_condition(num)
     for name, drawn in drawn_by_sampler.items():
-        npz_file, png_file = write_sample_set(workdir, step, name, drawn, reference, data_range=data_range)
+        npz_file, png_file = write_sample_set(workdir, step, name, drawn, reference, data_range=data_range,
+                                              labels=labels)
         quality = sample_quality(metrics_key, flattened(drawn["samples"]), reference)
         if digits is not None:
             quality.update(digits_classifier.sample_quality(digits, to_uint8(drawn["samples"], data_range), labels))
@@ -80,10 +94,31 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
             "samples": npz_file,
             "figure": png_file,
         }
+        results["samplers"][name].update(inception_metrics.get(name, {}))
+        if name in guided_by_sampler:
+            results["samplers"][name].update(_guided_quality(workdir, step, name, guided_by_sampler[name], guidance,
+                                                             reference, labels, digits, data_range))
     if nll is not None:
         results["likelihood"] = nll
     workdir_lib.write_json(workdir_lib.resolve(workdir) / "eval" / f"step_{step}.json", results)
     return results
+
+
+def _guided_quality(workdir, step: int, name: str, drawn: dict, guidance: float, reference, labels, digits,
+                    data_range) -> dict:
+    """The entries of a guided set (weight `guidance`) beside its sampler's unguided ones:
+    guidance_weight, guided_nfe_mean (model evaluations; each costs two network calls),
+    guided_seconds, guided_samples, guided_figure and, for the digits, digits_guided_frechet and
+    digits_guided_class_accuracy."""
+    npz_file, png_file = write_sample_set(workdir, step, sample_set_name(name, guidance), drawn, reference,
+                                          data_range=data_range, labels=labels)
+    entries = {"guidance_weight": guidance, "guided_nfe_mean": float(drawn["nfe"].mean()),
+               "guided_seconds": drawn["seconds"], "guided_samples": npz_file, "guided_figure": png_file}
+    if digits is not None:
+        quality = digits_classifier.sample_quality(digits, to_uint8(drawn["samples"], data_range), labels)
+        entries["digits_guided_frechet"] = quality["digits_frechet"]
+        entries["digits_guided_class_accuracy"] = quality["digits_class_accuracy"]
+    return entries
 
 
 def _digits_classifier(workdir):
@@ -135,10 +170,20 @@ def format_table(results: dict) -> str:
                      "; class accuracy of conditional samples")
         for name, r in digits_rows:
             accuracy = f", class accuracy {r['digits_class_accuracy']:.3f}" if "digits_class_accuracy" in r else ""
+            if "digits_guided_class_accuracy" in r:
+                accuracy += (f"; guided (w = {r['guidance_weight']:g}): Frechet {r['digits_guided_frechet']:.2f}, "
+                             f"class accuracy {r['digits_guided_class_accuracy']:.3f}")
             floor = (" (median of 5 sets of as many real training digits: the floor; runs "
                      + ", ".join(f"{v:.2f}" for v in r["digits_frechet_runs"]) + ")"
                      if r is results["baselines"]["data_vs_data"] else "")
             lines.append(f"  {name:28s} Frechet {r['digits_frechet']:8.2f}{accuracy}{floor}")
+    inception_rows = [(name, r) for name, r in results["samplers"].items() if "fid" in r]
+    if inception_rows:
+        lines.append("Inception-v3 (pytorch-fid weights) against the training split's statistics:")
+        for name, r in inception_rows:
+            lines.append(f"  {name:28s} FID {r['fid']:8.2f}  IS {r['inception_score']:6.2f} +- "
+                         f"{r['inception_score_std']:.2f}  KID x 1e3 {1e3 * r['kid']:7.2f} +- {1e3 * r['kid_std']:.2f} "
+                         f"({r['fid_num_samples']} samples, {r['fid_reference_count']} reference images)")
     if "likelihood" in results:
         nll = results["likelihood"]
         lines.append(

@@ -26,7 +26,7 @@ def to_rgb(pixels: np.ndarray) -> np.ndarray:
 
 def stream_features(apply_fn: Callable[[Any, Any], dict], params: Any, batches: Iterable[np.ndarray],
                     feature_key: str, keep: tuple[str, ...] = (), mesh: jax.sharding.Mesh | None = None,
-                    batch_axis: str = "data", gather: bool = True) -> tuple[frechet.FeatureMoments, dict]:
+                    batch_axis: str | tuple[str, ...] = "data", gather: bool = True) -> tuple[frechet.FeatureMoments, dict]:
     """(moments of outputs[feature_key] over all processes, {key: [N, ...] for key in keep}).
 
     apply_fn(params, pixels) -> dict of [B, ...] arrays (e.g. `inception.apply_inception`,
@@ -36,7 +36,9 @@ def stream_features(apply_fn: Callable[[Any, Any], dict], params: Any, batches: 
     is padded with zeros whose outputs are dropped.
     """
     moments, kept, dim = None, {key: [] for key in keep}, None
-    sharding = NamedSharding(mesh, P(batch_axis)) if mesh is not None else None
+    axes = (batch_axis,) if isinstance(batch_axis, str) else tuple(batch_axis)
+    sharding = NamedSharding(mesh, P(axes)) if mesh is not None else None
+    axis_size = int(np.prod([mesh.shape[axis] for axis in axes])) if mesh is not None else 1
     if mesh is not None:
         params = jax.device_put(params, NamedSharding(mesh, P()))
     for local in batches:
@@ -47,15 +49,15 @@ def stream_features(apply_fn: Callable[[Any, Any], dict], params: Any, batches: 
             from jax.experimental import multihost_utils
 
             rows = local.shape[0]
-            per_device = -(-rows // (mesh.shape[batch_axis] // jax.process_count()))
-            padded = np.zeros((per_device * (mesh.shape[batch_axis] // jax.process_count()),) + local.shape[1:],
-                              local.dtype)
+            local_devices = max(1, axis_size // jax.process_count())
+            per_device = -(-rows // local_devices)
+            padded = np.zeros((per_device * local_devices,) + local.shape[1:], local.dtype)
             padded[:rows] = local
             global_shape = (padded.shape[0] * jax.process_count(),) + local.shape[1:]
             pixels = jax.make_array_from_process_local_data(sharding, padded, global_shape)
             result = apply_fn(params, pixels)
             outputs = {key: np.asarray(value)[:rows] for key, value in
-                       multihost_utils.global_array_to_host_local_array(result, mesh, P(batch_axis)).items()}
+                       multihost_utils.global_array_to_host_local_array(result, mesh, P(axes)).items()}
         features = outputs[feature_key]
         moments = frechet.accumulate(moments if moments is not None else frechet.empty_moments(features.shape[1]),
                                      features)
@@ -72,14 +74,22 @@ def stream_features(apply_fn: Callable[[Any, Any], dict], params: Any, batches: 
 
 
 def source_pixel_batches(source, batch_size: int, process_index: int = 0, process_count: int = 1,
-                         image_key: str = "image", limit: int | None = None) -> Iterable[np.ndarray]:
+                         image_key: str = "image", limit: int | None = None,
+                         resolution: int = 0) -> Iterable[np.ndarray]:
     """This process's share of an ImageSource (genjax.data.images.sources) as RGB pixel
     batches [<= batch_size, H, W, 3] on 0..255, in record order: the first `limit` records
     (all if None) cut into process_count contiguous shares of floor(n / process_count), so
-    every process yields the same batch sizes (the last n mod process_count are left out)."""
+    every process yields the same batch sizes (the last n mod process_count are left out).
+    resolution > 0: each image centre-cropped and resized to it, as the training stream does
+    (config.data.resolution), so reference images are what the model was trained on."""
+    from genjax.data.images.transforms import center_crop_resize
+
     total = source.num_examples if limit is None else min(limit, source.num_examples)
     share = total // process_count
     start = process_index * share
     for offset in range(start, start + share, batch_size):
         index = range(offset, min(offset + batch_size, start + share))
-        yield to_rgb(np.stack([np.asarray(source.records[i][image_key]) for i in index]))
+        images = [np.asarray(source.records[i][image_key]) for i in index]
+        if resolution:
+            images = [center_crop_resize(image, resolution) for image in images]
+        yield to_rgb(np.stack(images))

@@ -213,12 +213,46 @@ def load_or_compute_statistics(path: str, compute: Callable[[], FeatureMoments],
 
     A file at `path` with other metadata raises ValueError (it is not overwritten): point the
     path elsewhere or delete the file.
+
+    Multi-process: process 0 alone decides whether the file is there and reads it; every
+    process takes the same branch (`compute` runs collectives, so a process that found the
+    file half-written by process 0 must not skip it) and receives process 0's statistics, so
+    only process 0 needs to see the file, and only it writes (with `write`).
     """
-    if os.path.exists(path):
-        mu, sigma, count, _ = load_statistics(path, expect=metadata)
-        return mu, sigma, count
-    moments = compute()
-    mu, sigma = gaussian_statistics(moments)
-    if write:
-        save_statistics(path, mu, sigma, moments.count, metadata)
-    return mu, sigma, moments.count
+    import jax
+
+    if jax.process_count() == 1:
+        if os.path.exists(path):
+            mu, sigma, count, _ = load_statistics(path, expect=metadata)
+            return mu, sigma, count
+        moments = compute()
+        mu, sigma = gaussian_statistics(moments)
+        if write:
+            save_statistics(path, mu, sigma, moments.count, metadata)
+        return mu, sigma, moments.count
+    from jax.experimental import multihost_utils
+
+    lead = jax.process_index() == 0
+    status, loaded, refusal = 0, None, ""
+    if lead and os.path.exists(path):
+        try:
+            loaded = load_statistics(path, expect=metadata)[:3]
+            status = 1
+        except ValueError as error:
+            status, refusal = 2, str(error)
+    status = int(multihost_utils.broadcast_one_to_all(np.int32(status)))
+    if status == 2:
+        raise ValueError(refusal or f"process 0 refused the reference statistics at {path} (its error line says why)")
+    if status == 0:
+        moments = compute()
+        mu, sigma = gaussian_statistics(moments)
+        if write and lead:
+            save_statistics(path, mu, sigma, moments.count, metadata)
+        return mu, sigma, moments.count
+    dim = int(multihost_utils.broadcast_one_to_all(np.int32(len(loaded[0]) if lead else 0)))
+    flat = np.zeros(1 + dim + dim * dim, np.float64)
+    if lead:
+        flat = np.concatenate([[float(loaded[2])], loaded[0], np.asarray(loaded[1]).ravel()])
+    # float64 travels bit-exactly as pairs of uint32 (jax without x64 would round it to float32).
+    flat = np.asarray(multihost_utils.broadcast_one_to_all(flat.view(np.uint32))).astype(np.uint32).view(np.float64)
+    return flat[1:1 + dim].copy(), flat[1 + dim:].reshape(dim, dim).copy(), int(round(flat[0]))

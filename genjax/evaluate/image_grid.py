@@ -39,6 +39,19 @@ def tile(pixels: np.ndarray, columns: int | None = None, border: int = 1) -> np.
     return grid
 
 
+def class_rows(images: np.ndarray, labels: np.ndarray, max_columns: int = 16) -> tuple[np.ndarray, int]:
+    """A class-conditional set arranged for `tile`: row k holds the first images of the k-th
+    smallest label present (up to `max_columns` per row, as many as the rarest class has), so the
+    grid has one row per class. Returns (images in row-major order, columns)."""
+    labels = np.asarray(labels)
+    if labels.shape != (len(images),):
+        raise ValueError(f"labels must be [n] = [{len(images)}], got shape {labels.shape}")
+    classes = np.unique(labels)
+    columns = min(max_columns, min(int((labels == c).sum()) for c in classes))
+    order = np.concatenate([np.flatnonzero(labels == c)[:columns] for c in classes])
+    return np.asarray(images)[order], columns
+
+
 def png_bytes(images: np.ndarray, columns: int | None = None, scale: int = 1,
               data_range: tuple[float, float] = (-1.0, 1.0)) -> bytes:
     """The PNG of the grid of `images` (floats in `data_range`), each pixel drawn as a

@@ -24,7 +24,8 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from genjax import workdir as workdir_lib
-from genjax.evaluate.sampling import Progress, SamplingError, chunk_capacity, chunk_ranges, draw_chunks
+from genjax.evaluate.sampling import (Progress, SamplingError, chunk_capacity, chunk_ranges, draw_chunks, guided,
+                                     sample_set_name)
 from genjax.experiment import Experiment
 from genjax.train.preemption import Preempted, PreemptionWatcher
 
@@ -45,7 +46,7 @@ def parts_directory(workdir, step: int, sampler_name: str) -> epath.Path:
     return workdir_lib.resolve(workdir) / "samples" / f"step_{step}_{sampler_name}.parts"
 
 
-def manifest(experiment: Experiment, sampler_name: str, num_samples: int, step: int) -> dict:
+def manifest(experiment: Experiment, sampler_name: str, num_samples: int, step: int, guidance: float = 0.0) -> dict:
     """Everything besides the weights that decides the samples, keyed by config field. (The
     weights are those of checkpoint `step`, which names the directory.)"""
     config = experiment.config
@@ -59,6 +60,8 @@ def manifest(experiment: Experiment, sampler_name: str, num_samples: int, step: 
         "process": {"name": config.process.name, "kwargs": dict(config.process.kwargs)},
         f"samplers.{sampler_name}": dict(options),
     }
+    if guidance:
+        fields["sampling.guidance"] = guidance
     return json.loads(workdir_lib.json_text(fields))  # tuples as lists, as read back from the file
 
 
@@ -139,18 +142,19 @@ def assemble(directory: epath.Path, num_samples: int) -> dict:
 
 
 def draw_resumably(experiment: Experiment, params, sampler_name: str, num_samples: int, workdir, step: int,
-                   chunk_size: int | None = None, max_chunks: int | None = None) -> dict | None:
+                   chunk_size: int | None = None, max_chunks: int | None = None, guidance: float = 0.0) -> dict | None:
     """Draw the set chunk by chunk into `parts_directory`, skipping the ranges already saved.
     Every process must call it. Returns, on process 0, the whole set {"samples", "nfe",
     "seconds"} (seconds: this run's solve time); None on other processes, and everywhere when
-    it stopped after `max_chunks` chunks (for tests). Raises SamplingPreempted on SIGTERM
+    it stopped after `max_chunks` chunks (for tests). `guidance`: the classifier-free guidance
+    weight (genjax.samplers.guidance; the set is named `sample_set_name(sampler, guidance)`). Raises SamplingPreempted on SIGTERM
     (JAX's preemption sync point in multi-process runs) after saving the chunk in flight."""
-    directory = parts_directory(workdir, step, sampler_name)
+    directory = parts_directory(workdir, step, sample_set_name(sampler_name, guidance))
     lead = jax.process_index() == 0
     done, refusal = None, None
     if lead:
         try:
-            done = _read_saved(directory, manifest(experiment, sampler_name, num_samples, step), num_samples)
+            done = _read_saved(directory, manifest(experiment, sampler_name, num_samples, step, guidance), num_samples)
         except SamplingError as error:
             refusal = str(error)
     done = _agree(done, refusal, num_samples)
@@ -160,7 +164,7 @@ def draw_resumably(experiment: Experiment, params, sampler_name: str, num_sample
     seconds = 0.0
     with PreemptionWatcher() as preemption:
         for number, drawn in enumerate(draw_chunks(experiment, params, sampler_name, num_samples, ranges,
-                                                   chunk_size=chunk_size)):
+                                                   chunk_size=chunk_size, model=guided(experiment, guidance))):
             if lead:
                 _write_part(directory, drawn)
             seconds += drawn.seconds

@@ -48,9 +48,10 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from genjax import factory, workdir as workdir_lib
-from genjax.evaluate.image_grid import save_image_grid
+from genjax.evaluate.image_grid import class_rows, save_image_grid
 from genjax.evaluate.plots import save_samples_figure
 from genjax.experiment import Experiment, derive_key
+from genjax.samplers.guidance import guided_model
 from genjax.train.parallel import BATCH_AXES, data_parallel_size
 
 console = logging.getLogger("genjax")
@@ -269,6 +270,17 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+def guided(experiment: Experiment, guidance: float):
+    """params -> the experiment's model with classifier-free guidance weight `guidance`
+    (genjax.samplers.guidance; 0: the model itself)."""
+    return lambda params: guided_model(experiment.model(params), guidance)
+
+
+def sample_set_name(sampler_name: str, guidance: float = 0.0) -> str:
+    """The file stem's sampler part: the sampler's name, with "_guidance<w>" for a guided set."""
+    return sampler_name if not guidance else f"{sampler_name}_guidance{guidance:g}"
+
+
 def draw(experiment: Experiment, params, sampler_name: str, num_samples: int, model=None,
          condition: np.ndarray | None = None, chunk_size: int | None = None, progress: bool = False) -> dict:
     """num_samples draws with the named sampler, chunk by chunk in memory; returns host arrays
@@ -293,18 +305,27 @@ def draw(experiment: Experiment, params, sampler_name: str, num_samples: int, mo
 
 
 def write_sample_set(workdir, step: int, sampler_name: str, drawn: dict, reference: np.ndarray,
-                     data_range: tuple[float, float] = (-1.0, 1.0)) -> tuple[str, str]:
-    """`samples/step_<N>_<sampler>.npz` (samples, nfe) and the matching PNG beside the data;
-    returns their paths relative to `workdir` (a local path or a URL). `data_range`: the
-    image pixels' [lo, hi] (config.data.value_range), for the PNG grid."""
+                     data_range: tuple[float, float] = (-1.0, 1.0), labels: np.ndarray | None = None
+                     ) -> tuple[str, str]:
+    """`samples/step_<N>_<sampler>.npz` (samples, nfe, and labels of a conditional set) and the
+    matching PNG beside the data; returns their paths relative to `workdir` (a local path or a
+    URL). `sampler_name`: the set's name (`sample_set_name`). `data_range`: the image pixels'
+    [lo, hi] (config.data.value_range), for the PNG grid. `labels`: the [n] class labels of a
+    conditional set; its grid then has one row per class (`image_grid.class_rows`)."""
     directory = workdir_lib.resolve(workdir) / "samples"
     stem = f"step_{step}_{sampler_name}"
     buffer = io.BytesIO()
-    np.savez(buffer, samples=drawn["samples"], nfe=drawn["nfe"])
+    arrays = {"samples": drawn["samples"], "nfe": drawn["nfe"]}
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels)
+    np.savez(buffer, **arrays)
     workdir_lib.write_bytes(directory / f"{stem}.npz", buffer.getvalue())
     if drawn["samples"].ndim == 4:  # images [n, H, W, C]: a grid, each pixel at least 1/32 of a 256-pixel tile
         height = drawn["samples"].shape[1]
-        save_image_grid(directory / f"{stem}.png", drawn["samples"][:256], scale=max(1, 32 // height),
+        images, columns = drawn["samples"][:256], None
+        if labels is not None:
+            images, columns = class_rows(drawn["samples"], labels)
+        save_image_grid(directory / f"{stem}.png", images, columns=columns, scale=max(1, 32 // height),
                         data_range=data_range)
     else:
         title = f"{sampler_name}, step {step}, mean NFE {drawn['nfe'].mean():.1f}"
