@@ -296,6 +296,8 @@ def test_config_builds_and_the_network_outputs_the_extra_component():
 
     experiment = build_experiment(pfgm.get_config())
     assert isinstance(experiment.process, PFGMProcess)
+    # The prior's clip lies inside the radius the training perturbation covers (1.0e4).
+    assert experiment.process.prior_norm_bound(2) == 1500.0 < experiment.process.covered_radius(2)
     params = experiment.init_state().params
     x = jnp.ones((2,))
     assert experiment.network.apply(params, x[None], jnp.ones((1,))).shape == (1, 3)
