@@ -22,7 +22,9 @@ trained only where the perturbation reaches, radii up to about sqrt(N + 1) sigma
 (the paper's rule for upper_norm), and a prior draw beyond it meets a field the network never
 saw. In low dimension the Cauchy tail is heavy (N = 2: P(|x| > R) = z_max / sqrt(R^2 +
 z_max^2), 0.4 % beyond R = 1e4 at z_max = 40), so M must be large enough that the covered
-radius leaves little mass to clip; `upper_norm` may not exceed the covered radius.
+radius leaves little mass to clip; `upper_norm` may not exceed the covered radius. The
+likelihood's prior density stays the unclipped kernel's (the clip approximates the prior for
+sampling; a clipped law has no density on its bounding sphere).
 
 The paper integrates the same ODE in t' = log z, dx/dt' = z E_x / E_z, from log z_max to
 log z_min (its "early stop" at z_min > 0). A change of the time variable does not change
