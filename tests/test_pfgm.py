@@ -53,8 +53,33 @@ def test_prior_and_kernel_are_pfgmpp_with_one_extra_dimension():
     z = jnp.array([[3.0, -40.0], [0.1, 0.2], [300.0, 1.0]])
     np.testing.assert_allclose(jax.vmap(pfgm.prior_log_prob)(z), jax.vmap(reference.prior_log_prob)(z), rtol=1e-6)
     assert (pfgm.t_max, pfgm.t_min_sample) == (30.0, pytest.approx(0.01))
-    key = jax.random.key(0)
-    np.testing.assert_array_equal(pfgm.prior_sample(key, (2,)), reference.prior_sample(key, (2,)))
+
+
+def test_prior_draws_are_the_kernels_with_the_norm_clipped_where_training_ends():
+    """Below the bound a draw is PFGM++'s (D = 1) draw itself; above it, that draw scaled back to
+    the bound. The default bound is the covered radius sqrt(N + 1) sigma (1 + tau)^M (94.2 for
+    the paper's M = 291 in 2-D, where 39 % of the Cauchy prior at z_max = 40 lies beyond)."""
+    pfgm = PFGMProcess(z_max=40.0)
+    reference = PFGMPPProcess(augment_dim=1.0, sigma_min=1e-3, sigma_max=40.0)
+    bound = math.sqrt(3) * 0.01 * 1.03**291
+    assert pfgm.prior_norm_bound(2) == pytest.approx(bound, rel=1e-6)
+    keys = jax.random.split(jax.random.key(0), 20_000)
+    draws = np.asarray(jax.vmap(lambda k: pfgm.prior_sample(k, (2,)))(keys), np.float64)
+    kernel = np.asarray(jax.vmap(lambda k: reference.prior_sample(k, (2,)))(keys), np.float64)
+    norm = np.linalg.norm(kernel, axis=1)
+    inside = norm < bound
+    np.testing.assert_allclose(draws[inside], kernel[inside], rtol=1e-6)
+    np.testing.assert_allclose(draws[~inside], kernel[~inside] * (bound / norm[~inside])[:, None], rtol=1e-5)
+    assert abs(np.mean(~inside) - 40.0 / math.hypot(bound, 40.0)) < 0.015
+    assert PFGMProcess(upper_norm=50.0).prior_norm_bound(2) == 50.0
+
+
+def test_a_prior_bound_beyond_the_training_perturbation_is_refused():
+    """The paper's M = 291 covers radii up to 94.2 in 2-D: a bound of 100 is refused, 94 is not."""
+    with pytest.raises(ValueError, match="upper_norm=100.0 exceeds the radius .* covers .* raise max_exponent"):
+        PFGMProcess(upper_norm=100.0).prior_sample(jax.random.key(0), (2,))
+    assert PFGMProcess(upper_norm=94.0).prior_norm_bound(2) == 94.0
+    assert PFGMProcess(upper_norm=1000.0, max_exponent=380.0).prior_norm_bound(2) == 1000.0
 
 
 def test_time_grid_is_uniform_in_log_z():
@@ -98,6 +123,20 @@ def test_blend_leans_on_the_inversion_where_the_z_component_is_wrong():
     error = lambda v: float(jnp.linalg.norm(v - expected) / jnp.linalg.norm(expected))
     assert error(process.velocity_by_ratio(wrong)) > 0.5
     assert error(process.velocity_from_normalised_field(wrong, z)) < 0.05
+
+
+def test_reading_is_continuous_where_a_learned_z_component_crosses_zero():
+    """Far out near the plane the exact T_z is small (here -0.017), and a model's error can give
+    it either sign. T_x / T_z would then jump from one sign to the other; the blend with the
+    ratio read as -T_x / |T_z| changes by little and keeps pointing away from the data."""
+    process = PFGMProcess(z_exp=40.0)
+    x, z = jnp.array([600.0, -650.0]), jnp.float32(6.0)
+    normalised = process.normalised_field(exact_field(POINTS, process, x, z))
+    expected = (x - POINTS.denoised(process, x, z)) / z
+    below, above = (process.velocity_from_normalised_field(normalised.at[-1].set(s), z) for s in (-1e-6, 1e-6))
+    np.testing.assert_allclose(below, above, rtol=1e-3)
+    assert float(jnp.dot(above, expected)) > 0
+    np.testing.assert_allclose(process.velocity_from_normalised_field(normalised, z), expected, rtol=1e-3)
 
 
 # --- 1. the training perturbation -----------------------------------------------------------------
@@ -176,7 +215,7 @@ def share_test(shares, weights, num):
 
 
 def draw_shares(field_points, sampler, num, **options):
-    process = PFGMProcess(z_max=40.0)
+    process = PFGMProcess(z_max=40.0, max_exponent=450.0)  # configs/pfgm.py's: 0.4 % of prior draws clipped
     result = sampler(process, exact_field_model(field_points, process), jax.random.key(3), num, (2,), **options)
     assert bool(jnp.all(result.successful))
     return oracle.nearest_point_shares(POINTS, result.samples)
@@ -257,6 +296,8 @@ def test_config_builds_and_the_network_outputs_the_extra_component():
 
     experiment = build_experiment(pfgm.get_config())
     assert isinstance(experiment.process, PFGMProcess)
+    # The prior's clip lies inside the radius the training perturbation covers (1.0e4).
+    assert experiment.process.prior_norm_bound(2) == 1500.0 < experiment.process.covered_radius(2)
     params = experiment.init_state().params
     x = jnp.ones((2,))
     assert experiment.network.apply(params, x[None], jnp.ones((1,))).shape == (1, 3)
