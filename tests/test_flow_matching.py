@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.reflow import straightness
+from genjax.evaluate.reflow import straightness
 from genjax.data.gaussian_mixture import make_gaussian_mixture, perturbed_log_prob_fn, perturbed_velocity_fn
 from genjax.objectives.flow_matching import conditional_flow_matching_loss
 from genjax.processes import views
@@ -206,7 +206,7 @@ def test_a_cnf_velocity_fits_the_samplers_and_the_likelihood():
 # --- OT-CFM trajectories are straighter than I-CFM's (trains: slow) ----------------------------------
 def model_straightness(process, model, key, num=512, steps=64):
     """Liu et al.'s straightness of the model's own ODE from num prior draws
-    (experiments/reflow.straightness)."""
+    (genjax.evaluate.reflow.straightness)."""
     return straightness(views.velocity_fn(process, model), jax.random.normal(key, (num, 2)), steps)
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.reflow import draw_pairs, straightness
+from genjax.evaluate.reflow import draw_pairs, straightness
 from genjax.data.gaussian_mixture import make_gaussian_mixture, perturbed_velocity_fn
 from genjax.objectives.flow_matching import conditional_flow_matching_loss
 from genjax.processes import views
