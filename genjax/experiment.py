@@ -35,7 +35,7 @@ from genjax.samplers.likelihood import log_likelihood
 from genjax.train import parallel
 from genjax.train.optimizer import SCHEDULES, make_optimizer
 from genjax.train.state import TrainState, create_train_state
-from genjax.train.step import train_step, train_steps
+from genjax.train.step import loss_and_metrics, train_step, train_steps
 
 # Independent streams of randomness, all derived from config.seed.
 KEY_PURPOSES = ("init", "train", "data", "sample", "reference_data", "metrics", "dequantization")
@@ -219,9 +219,14 @@ class Experiment:
         if it has none)."""
         return views.score_fn(self.process, self.model(params))
 
+    def loss_and_metrics(self, params, batch, example_keys):
+        """(loss, metrics) of the objective on a batch dict {"x": [B, *shape], "label": [B] if
+        conditional}; metrics is the objective's dict of batch-mean scalars ({} if it has none)."""
+        return loss_and_metrics(self.objective(self.model(params), self.process, batch, example_keys))
+
     def loss_fn(self, params, batch, example_keys):
-        """The objective on a batch dict {"x": [B, *shape], "label": [B] if conditional}."""
-        return self.objective(self.model(params), self.process, batch, example_keys)
+        """The objective's scalar loss on a batch (see `loss_and_metrics`)."""
+        return self.loss_and_metrics(params, batch, example_keys)[0]
 
     # --- state, shardings, step -------------------------------------------------------------
     def _init_state(self) -> TrainState:
@@ -285,7 +290,7 @@ class Experiment:
         """train_step (or train_steps over k stacked batches) jitted with explicit in/out
         shardings; the input state is donated."""
         options = dict(
-            loss_fn=self.loss_fn,
+            loss_fn=self.loss_and_metrics,
             optimizer=self.optimizer,
             ema_decay=self.config.training.ema_decay,
             ema_rampup_ratio=self.config.training.ema_rampup_ratio,

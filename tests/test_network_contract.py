@@ -186,7 +186,7 @@ def test_cnf_objective_passes_each_label_in_train_mode():
     recorder = Recorder(lambda x, t, condition: jnp.broadcast_to(condition[:, None].astype(x.dtype), x.shape))
     keys = example_keys(jax.random.key(3), B)
     options = dict(solver="euler", num_steps=2)
-    loss = cnf_maximum_likelihood_loss(Model(recorder, "velocity"), process, {"x": X, "label": LABELS}, keys, **options)
+    loss, _ = cnf_maximum_likelihood_loss(Model(recorder, "velocity"), process, {"x": X, "label": LABELS}, keys, **options)
     assert recorder.calls and all(call["train"] is True and call["dropout_key"] is not None for call in recorder.calls)
     shift = jnp.broadcast_to(LABELS[:, None].astype(X.dtype) * process.t_max, X.shape)
     expected = -jnp.mean(jax.vmap(process.prior_log_prob)(X + shift))  # constant field: divergence 0

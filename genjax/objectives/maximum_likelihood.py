@@ -110,6 +110,10 @@ class CNFTerms:
     log_prob: log p_0(x_i) = log p_T(z_i) + delta_i (with Hutchinson: one probe's estimate).
     kinetic_energy: int_0^T |v|^2 dt.   jacobian_frobenius: int_0^T |dv/dx|_F^2 dt.
     nfe: int32 evaluations of the augmented field (forward).   successful: bool.
+    nfe_backward: int32 vector-Jacobian products of the augmented field in the backward pass
+      (one per forward evaluation with "recursive_checkpoint", each after recomputing that
+      evaluation; one per stage of the adjoint solve with "backsolve"); None where diffrax
+      does not report it (backsolve with an adaptive solver).
     """
 
     log_prob: jax.Array
@@ -117,6 +121,7 @@ class CNFTerms:
     jacobian_frobenius: jax.Array
     nfe: jax.Array
     successful: jax.Array
+    nfe_backward: jax.Array | None = None
 
 
 _UNROLLED_JACOBIAN_MAX_SIZE = 16
@@ -243,7 +248,14 @@ def cnf_terms(
         )
         z, delta, kinetic, frob = (leaf[-1] for leaf in sol.ys)
         nfe = jnp.asarray(_forward_nfe(solver, sol.stats["num_steps"]), jnp.int32)
-        return CNFTerms(prior_log_prob(z) + delta, kinetic, frob, nfe, sol.result == diffrax.RESULTS.successful)
+        if adjoint != "backsolve":
+            nfe_backward = nfe
+        elif fixed:  # the adjoint solve takes the forward's num_steps constant steps
+            nfe_backward = jnp.asarray(_forward_nfe(solver, num_steps), jnp.int32)
+        else:
+            nfe_backward = None
+        return CNFTerms(prior_log_prob(z) + delta, kinetic, frob, nfe, sol.result == diffrax.RESULTS.successful,
+                        nfe_backward)
 
     return jax.vmap(solve)(x, example_keys, example_args)
 
@@ -261,7 +273,8 @@ def cnf_loss_and_metrics(
     """(loss, metrics) of the CNF objective on a batch; the prior and T come from `process`
     (`process.prior_log_prob`, `process.t_max`). Metrics: nll (mean -log p, nats per
     example), kinetic_energy, jacobian_frobenius (batch means), nfe_forward (mean over the
-    batch), nfe_forward_max (the batch's lock-step cost) and failed_solves."""
+    batch), nfe_forward_max (the batch's lock-step cost), nfe_backward (batch mean, where
+    known: `CNFTerms.nfe_backward`) and failed_solves."""
     for name, weight in (("kinetic_weight", kinetic_weight), ("jacobian_weight", jacobian_weight)):
         if not 0.0 <= weight < float("inf"):
             raise ValueError(f"{name}={weight!r} must be >= 0 and finite")
@@ -282,6 +295,8 @@ def cnf_loss_and_metrics(
         "nfe_forward_max": jnp.max(terms.nfe),
         "failed_solves": failed,
     }
+    if terms.nfe_backward is not None:
+        metrics["nfe_backward"] = jnp.mean(terms.nfe_backward.astype(jnp.float32))
     return loss, metrics
 
 
@@ -307,8 +322,9 @@ def cnf_maximum_likelihood_loss(
     atol: float = 1e-5,
     max_steps: int = 1000,
     adjoint: str = "recursive_checkpoint",
-) -> jax.Array:
-    """The engine's objective `"cnf_mle"` (factory.OBJECTIVES): the CNF loss of a trained
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The engine's objective `"cnf_mle"` (factory.OBJECTIVES): (loss, metrics) of the CNF, as
+    `cnf_loss_and_metrics` (the train step logs the metrics, NFE included, beside the loss), of a trained
     model's velocity view (views.Model with output "velocity") on a batch {"x": [B, ...],
     "label": [B]?}; the options, named as config fields, are those of `cnf_loss_and_metrics`
     and `cnf_terms`. The field is the per-example view in train mode: example i's label is
@@ -322,7 +338,7 @@ def cnf_maximum_likelihood_loss(
         label, key_data = example_arg
         return view(y, t, label, dropout_key=jax.random.wrap_key_data(key_data), train=True)
 
-    return cnf_nll_loss(velocity, process, x, example_keys, kinetic_weight=kinetic_weight,
+    return cnf_loss_and_metrics(velocity, process, x, example_keys, kinetic_weight=kinetic_weight,
                         jacobian_weight=jacobian_weight, divergence=divergence, probe=probe, solver=solver,
                         num_steps=num_steps, rtol=rtol, atol=atol, max_steps=max_steps, adjoint=adjoint,
                         example_args=(labels, dropout_keys))

@@ -78,13 +78,16 @@ class MetricsLogger:
         self._jsonl.flush()
         self._tensorboard.add_scalars(step, scalars)
 
-    def log_progress(self, step: int, total: int, loss: float, steps_per_second: float) -> None:
+    def log_progress(self, step: int, total: int, loss: float, steps_per_second: float,
+                     extra: dict[str, float] | None = None) -> None:
+        """One console line; `extra` (the objective's own metrics, e.g. NFE) follows the loss."""
         if not self.enabled:
             return
         eta = (total - step) / steps_per_second if steps_per_second > 0 else float("inf")
+        extras = "".join(f" | {name} {value:.4g}" for name, value in sorted((extra or {}).items()))
         console.info(
-            "step %d/%d | loss %.5f | %.1f steps/s | ETA %s",
-            step, total, loss, steps_per_second, format_duration(eta) if eta != float("inf") else "?",
+            "step %d/%d | loss %.5f%s | %.1f steps/s | ETA %s",
+            step, total, loss, extras, steps_per_second, format_duration(eta) if eta != float("inf") else "?",
         )
 
     def close(self) -> None:

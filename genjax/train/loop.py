@@ -201,7 +201,8 @@ def train(experiment: Experiment, workdir: str | epath.Path) -> TrainState:
                                  for name in since_log[0]}
                         since_log = []
                         logger.write_scalars(done, {**means, "steps_per_second": rate})
-                        logger.log_progress(done, training.num_steps, means["loss"], rate)
+                        objective_metrics = {k: v for k, v in means.items() if k not in ("loss", "grad_norm")}
+                        logger.log_progress(done, training.num_steps, means["loss"], rate, objective_metrics)
                         interval_start, interval_first_step = now, done
                     if is_save_step:
                         checkpoint.save(manager, done, state, stream_meta(experiment, done), force=True)
