@@ -35,7 +35,7 @@ from scipy.optimize import linear_sum_assignment
 
 from configs import flow_matching
 from experiments.benchmark_train_loop import timed_steps
-from genjax.couplings import auction_assignment, sample_plan_rows, sinkhorn_conditional_log_plan, squared_distances
+from genjax.couplings import auction_assignment, sample_rows, sinkhorn_conditional_plan, squared_distances
 from genjax.experiment import build_experiment
 from genjax.processes.flow_matching import FlowMatchingPath
 
@@ -87,8 +87,8 @@ def coupling_figures(n: int, repeats: int = 5) -> dict:
     process = FlowMatchingPath()
     solvers = {
         "exact_ot (auction)": lambda x, y, key: auction_assignment(squared_distances(x, y), process.ot_tolerance),
-        f"sinkhorn_ot (eps {process.ot_epsilon:g}, {process.ot_iterations} it)": lambda x, y, key: sample_plan_rows(
-            key, sinkhorn_conditional_log_plan(squared_distances(x, y), process.ot_epsilon, process.ot_iterations)),
+        f"sinkhorn_ot (eps {process.ot_epsilon:g}, {process.ot_iterations} it)": lambda x, y, key: sample_rows(
+            key, sinkhorn_conditional_plan(squared_distances(x, y), process.ot_epsilon, process.ot_iterations)),
     }
     figures = {name: {"ms": [], "gap": []} for name in solvers}
     figures["scipy (host)"] = {"ms": [], "gap": []}

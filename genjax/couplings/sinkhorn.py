@@ -59,26 +59,30 @@ def sinkhorn_log_plan(
     return (f[:, None] + g[None, :] - cost) / epsilon
 
 
-def sinkhorn_conditional_log_plan(cost: jax.Array, relative_epsilon: float, num_iterations: int) -> jax.Array:
-    """log P(j | i) [n, m] of an annealed entropic plan: a fast, near-exact OT coupling.
+def sinkhorn_conditional_plan(cost: jax.Array, relative_epsilon: float, num_iterations: int) -> jax.Array:
+    """P(j | i) [n, m] of an annealed entropic plan (rows sum to 1): a fast, near-exact OT coupling.
 
     Sinkhorn with epsilon scaling (Schmitzer 2019; ott-jax's `epsilon_scheduler`): iteration
     k = 0 .. K-1 uses epsilon_k = mean(C) * relative_epsilon^(k / (K - 1)), falling
     geometrically from the mean cost to relative_epsilon * mean(C), so the potentials reach
-    the small epsilon in a few iterations. Each half-step is one fused pass over C,
+    the small epsilon in a few iterations. Each iteration is ONE exponential pass over C,
 
-        f_i <- f_i - epsilon log(n sum_j exp((f_i + g_j - C_ij) / epsilon))     (rows to 1/n),
-        g_j <- g_j - epsilon log(m sum_i exp((f_i + g_j - C_ij) / epsilon))     (columns to 1/m),
+        E_ij = exp((f_i + g_j - C_ij) / epsilon),     r_i = sum_j E_ij,
+        f_i <- f_i - epsilon log(n r_i)                                 (rows to 1/n),
+        c_j = sum_i E_ij / (n r_i),      g_j <- g_j - epsilon log(m c_j)   (columns to 1/m),
 
-    stabilised by the previous potentials instead of a max pass: after each column update
-    f_i + g_j - C_ij <= -epsilon log m < 0, so no term overflows (a sum that underflows is
-    floored at the smallest float and corrected by the next half-step).
+    since after the row update the plan is E_ij / (n r_i) exactly: its column sums are a
+    matrix-vector product, not a second pass of exponentials. The potentials of the previous
+    iteration stabilise the exponent (after each column update f_i + g_j - C_ij <= -epsilon
+    log m < 0, and epsilon falls by a factor of relative_epsilon^(1/(K-1)) per iteration), so
+    no term overflows; a sum that underflows is floored at the smallest float and corrected by
+    the next update. The result is the plan after the last column update with its rows
+    normalised, E_ij / c_j / sum_j' (E_ij' / c_j'): again no further pass of exponentials.
 
-    No convergence test (it would cost a third pass per iteration): the rows of P are
-    normalised exactly (they are the distributions drawn from), the columns are uniform up
-    to the iterations' residual. Both the plan's cost over the exact assignment's and its
-    column error at the defaults are measured in tests/test_couplings.py and
-    experiments/benchmark_flow_matching.py.
+    No convergence test (it would cost another pass per iteration): the rows are exact (they
+    are the distributions drawn from), the columns are uniform up to the iterations' residual.
+    Both the plan's cost over the exact assignment's and its column error at the defaults are
+    measured in tests/test_couplings.py and experiments/benchmark_flow_matching.py.
     """
     if not 0 < relative_epsilon <= 1:
         raise ValueError(f"relative_epsilon={relative_epsilon!r} must lie in (0, 1] (it is relative to the mean cost)")
@@ -91,21 +95,37 @@ def sinkhorn_conditional_log_plan(cost: jax.Array, relative_epsilon: float, num_
     tiny = jnp.finfo(jnp.float32).tiny
     log_n, log_m = jnp.log(float(n)), jnp.log(float(m))  # C >= 0 and f = g = 0: every term starts <= 0
 
-    def iteration(k, potentials):
-        f, g = potentials
+    def iteration(k, f, g):
         epsilon = scale * relative_epsilon ** (k / max(num_iterations - 1, 1))
-        rows = jnp.sum(jnp.exp((f[:, None] + g[None, :] - cost) / epsilon), axis=1)
-        f = f - epsilon * (jnp.log(jnp.maximum(rows, tiny)) + log_n)
-        columns = jnp.sum(jnp.exp((f[:, None] + g[None, :] - cost) / epsilon), axis=0)
-        g = g - epsilon * (jnp.log(jnp.maximum(columns, tiny)) + log_m)
-        return f, g
+        kernel = jnp.exp((f[:, None] + g[None, :] - cost) / epsilon)
+        rows = jnp.maximum(jnp.sum(kernel, axis=1), tiny)
+        f = f - epsilon * (jnp.log(rows) + log_n)
+        columns = jnp.maximum((1.0 / (n * rows)) @ kernel, tiny)
+        g = g - epsilon * (jnp.log(columns) + log_m)
+        return f, g, kernel, columns
 
     zeros = (jnp.zeros((n,), jnp.float32), jnp.zeros((m,), jnp.float32))
-    _, g = jax.lax.fori_loop(0, num_iterations, iteration, zeros)
-    return jax.nn.log_softmax((g[None, :] - cost) / (scale * relative_epsilon), axis=1)
+    f, g = jax.lax.fori_loop(0, num_iterations - 1, lambda k, fg: iteration(k, *fg)[:2], zeros)
+    _, _, kernel, columns = iteration(num_iterations - 1, f, g)
+    plan = kernel / columns[None, :]
+    return plan / jnp.maximum(jnp.sum(plan, axis=1, keepdims=True), tiny)
+
+
+def sinkhorn_conditional_log_plan(cost: jax.Array, relative_epsilon: float, num_iterations: int) -> jax.Array:
+    """log P(j | i) of `sinkhorn_conditional_plan` (-inf where the plan underflows)."""
+    return jnp.log(sinkhorn_conditional_plan(cost, relative_epsilon, num_iterations))
+
+
+def sample_rows(key: jax.Array, weights: jax.Array) -> jax.Array:
+    """For each row i an index j with probability weights_ij / sum_j weights_ij (weights >= 0),
+    independently per row, by inversion: one uniform per row against the row's cumulative sum
+    (no Gumbel noise per entry: n random numbers instead of n m)."""
+    cumulative = jnp.cumsum(weights, axis=1)
+    u = jax.random.uniform(key, (weights.shape[0], 1), dtype=cumulative.dtype) * cumulative[:, -1:]
+    return jnp.minimum(jnp.sum(cumulative <= u, axis=1), weights.shape[1] - 1)
 
 
 def sample_plan_rows(key: jax.Array, log_plan: jax.Array) -> jax.Array:
     """For each row i an index j ~ P(j | i) (independently): a draw from the plan that keeps
     every row (data point) once, so the batch is not resampled."""
-    return jax.random.categorical(key, log_plan, axis=1)
+    return sample_rows(key, jnp.exp(log_plan - jnp.max(log_plan, axis=1, keepdims=True)))

@@ -25,7 +25,7 @@ with, by option:
                   "sinkhorn_ot": near-exact minibatch OT, fast: rows drawn from the
                   entropic plan at epsilon = ot_epsilon * mean cost after ot_iterations
                   Sinkhorn iterations, epsilon annealed down from the mean cost
-                  (`sinkhorn_conditional_log_plan`); the cost of its
+                  (`sinkhorn_conditional_plan`); the cost of its
                   pairs over the exact assignment's is measured (README, test_couplings).
                   "schrodinger_bridge": rows drawn from the entropic plan with
                   epsilon = 2 sigma^2 (Sinkhorn; SB-CFM, Tong et al. 2024).
@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax.couplings.assignment import auction_assignment, squared_distances
-from genjax.couplings.sinkhorn import sample_plan_rows, sinkhorn_conditional_log_plan, sinkhorn_log_plan
+from genjax.couplings.sinkhorn import sample_plan_rows, sample_rows, sinkhorn_conditional_plan, sinkhorn_log_plan
 from genjax.processes.base import DiffusionProcess, require, standard_normal_log_prob
 
 PATHS = ("linear", "vp")
@@ -162,7 +162,7 @@ class FlowMatchingPath(DiffusionProcess):
         if self.coupling == "exact_ot":
             return x1[auction_assignment(cost, tolerance=self.ot_tolerance)]
         if self.coupling == "sinkhorn_ot":
-            return x1[sample_plan_rows(key, sinkhorn_conditional_log_plan(cost, self.ot_epsilon, self.ot_iterations))]
+            return x1[sample_rows(key, sinkhorn_conditional_plan(cost, self.ot_epsilon, self.ot_iterations))]
         log_plan = sinkhorn_log_plan(cost, 2.0 * self.sigma**2, self.sinkhorn_tolerance, self.sinkhorn_max_iterations)
         return x1[sample_plan_rows(key, log_plan)]
 
