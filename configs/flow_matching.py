@@ -16,7 +16,7 @@ flow matching (genjax/objectives/flow_matching.py) with a velocity-output MLP.
     # reflow (Liu et al. 2023) of a trained run: its ODE pairs, a student trained on them
     python -m experiments.reflow --teacher_workdir=runs/fm_icfm --workdir=runs/fm_reflow
 
-Values: path = linear | vp; coupling = independent | sinkhorn_ot (ot_epsilon, ot_iterations) |
+Values: path = linear | vp; coupling = independent | sinkhorn_ot (ot_epsilon, ot_epsilon_levels, ot_iterations) |
 exact_ot (ot_tolerance) | schrodinger_bridge | given_pairs (reflow's student); sigma >= 0
 (> 0 for the bridge); sigma_min in [0, 1) (linear path). Only the independent coupling keeps
 a score, so only it may use the stochastic samplers (with t_max < 1); every coupling samples
@@ -69,7 +69,7 @@ def get_config():
     config.process.name = "flow_matching"
     config.process.kwargs = ml_collections.ConfigDict(
         {"path": "linear", "coupling": "independent", "sigma": 0.0, "sigma_min": 0.0,
-         "ot_epsilon": 0.01, "ot_iterations": 20}  # sinkhorn_ot's plan (relative epsilon, iterations)
+         "ot_epsilon": 0.01, "ot_epsilon_levels": 5, "ot_iterations": 10}  # sinkhorn_ot's plan
     )
     config.model.output = "velocity"
     config.model.kwargs.hidden_dim = 128

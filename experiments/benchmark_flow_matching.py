@@ -87,8 +87,9 @@ def coupling_figures(n: int, repeats: int = 5) -> dict:
     process = FlowMatchingPath()
     solvers = {
         "exact_ot (auction)": lambda x, y, key: auction_assignment(squared_distances(x, y), process.ot_tolerance),
-        f"sinkhorn_ot (eps {process.ot_epsilon:g}, {process.ot_iterations} it)": lambda x, y, key: sample_rows(
-            key, sinkhorn_conditional_plan(squared_distances(x, y), process.ot_epsilon, process.ot_iterations)),
+        f"sinkhorn_ot (eps {process.ot_epsilon:g}, {process.ot_epsilon_levels}x{process.ot_iterations} it)": lambda x, y, key: sample_rows(
+            key, sinkhorn_conditional_plan(squared_distances(x, y), process.ot_epsilon, process.ot_epsilon_levels,
+                                           process.ot_iterations)),
     }
     figures = {name: {"ms": [], "gap": []} for name in solvers}
     figures["scipy (host)"] = {"ms": [], "gap": []}

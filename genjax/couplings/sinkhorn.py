@@ -59,61 +59,68 @@ def sinkhorn_log_plan(
     return (f[:, None] + g[None, :] - cost) / epsilon
 
 
-def sinkhorn_conditional_plan(cost: jax.Array, relative_epsilon: float, num_iterations: int) -> jax.Array:
+def sinkhorn_conditional_plan(cost: jax.Array, relative_epsilon: float, num_levels: int,
+                              iterations_per_level: int) -> jax.Array:
     """P(j | i) [n, m] of an annealed entropic plan (rows sum to 1): a fast, near-exact OT coupling.
 
-    Sinkhorn with epsilon scaling (Schmitzer 2019; ott-jax's `epsilon_scheduler`): iteration
-    k = 0 .. K-1 uses epsilon_k = mean(C) * relative_epsilon^(k / (K - 1)), falling
-    geometrically from the mean cost to relative_epsilon * mean(C), so the potentials reach
-    the small epsilon in a few iterations. Each iteration is ONE exponential pass over C,
+    Sinkhorn with epsilon scaling and absorption (Schmitzer 2019; ott-jax's
+    `epsilon_scheduler`): level l = 0 .. L-1 uses epsilon_l = mean(C) * relative_epsilon^(l / (L-1)),
+    falling geometrically from the mean cost to relative_epsilon * mean(C). Each level is ONE
+    exponential pass over C, the kernel with the potentials absorbed,
 
-        E_ij = exp((f_i + g_j - C_ij) / epsilon),     r_i = sum_j E_ij,
-        f_i <- f_i - epsilon log(n r_i)                                 (rows to 1/n),
-        c_j = sum_i E_ij / (n r_i),      g_j <- g_j - epsilon log(m c_j)   (columns to 1/m),
+        K_ij = exp((f_i + g_j - C_ij) / epsilon_l),
 
-    since after the row update the plan is E_ij / (n r_i) exactly: its column sums are a
-    matrix-vector product, not a second pass of exponentials. The potentials of the previous
-    iteration stabilise the exponent (after each column update f_i + g_j - C_ij <= -epsilon
-    log m < 0, and epsilon falls by a factor of relative_epsilon^(1/(K-1)) per iteration), so
-    no term overflows; a sum that underflows is floored at the smallest float and corrected by
-    the next update. The result is the plan after the last column update with its rows
-    normalised, E_ij / c_j / sum_j' (E_ij' / c_j'): again no further pass of exponentials.
+    then `iterations_per_level` Sinkhorn iterations in the scaling domain, which are matrix-vector
+    products only (P = diag(u) K diag(v); Cuturi 2013):
+
+        u_i = 1 / (n sum_j K_ij v_j)   (rows to 1/n),      v_j = 1 / (m sum_i u_i K_ij)   (columns to 1/m),
+
+    and the scalings are absorbed, f += epsilon log u, g += epsilon log v, before the next level.
+    The absorbed potentials keep K bounded (after a level's last update f_i + g_j - C_ij <= 0 up to
+    the iterations' residual), so nothing overflows; a sum that underflows is floored at the
+    smallest float and corrected by the next update. The result is the last level's plan with its
+    rows normalised, K_ij v_j / sum_j' K_ij' v_j'.
 
     No convergence test (it would cost another pass per iteration): the rows are exact (they
     are the distributions drawn from), the columns are uniform up to the iterations' residual.
-    Both the plan's cost over the exact assignment's and its column error at the defaults are
+    The plan's cost over the exact assignment's and its column error at the defaults are
     measured in tests/test_couplings.py and experiments/benchmark_flow_matching.py.
     """
     if not 0 < relative_epsilon <= 1:
         raise ValueError(f"relative_epsilon={relative_epsilon!r} must lie in (0, 1] (it is relative to the mean cost)")
-    if not (isinstance(num_iterations, int) and num_iterations >= 1):
-        raise ValueError(f"num_iterations={num_iterations!r} must be a positive integer")
+    for name, value in (("num_levels", num_levels), ("iterations_per_level", iterations_per_level)):
+        if not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"{name}={value!r} must be a positive integer")
     n, m = cost.shape
     cost = cost.astype(jnp.float32)
     cost = cost - jnp.min(cost, axis=1, keepdims=True)  # P(j | i) is unchanged by a shift per row
-    scale = jnp.maximum(jnp.mean(cost), jnp.finfo(jnp.float32).tiny)
     tiny = jnp.finfo(jnp.float32).tiny
-    log_n, log_m = jnp.log(float(n)), jnp.log(float(m))  # C >= 0 and f = g = 0: every term starts <= 0
+    scale = jnp.maximum(jnp.mean(cost), tiny)
 
-    def iteration(k, f, g):
-        epsilon = scale * relative_epsilon ** (k / max(num_iterations - 1, 1))
+    def level(index, f, g):
+        epsilon = scale * relative_epsilon ** (index / max(num_levels - 1, 1))
         kernel = jnp.exp((f[:, None] + g[None, :] - cost) / epsilon)
-        rows = jnp.maximum(jnp.sum(kernel, axis=1), tiny)
-        f = f - epsilon * (jnp.log(rows) + log_n)
-        columns = jnp.maximum((1.0 / (n * rows)) @ kernel, tiny)
-        g = g - epsilon * (jnp.log(columns) + log_m)
-        return f, g, kernel, columns
+
+        def iteration(_, scalings):
+            u, v = scalings
+            u = 1.0 / (n * jnp.maximum(kernel @ v, tiny))
+            return u, 1.0 / (m * jnp.maximum(u @ kernel, tiny))
+
+        u, v = jax.lax.fori_loop(0, iterations_per_level, iteration,
+                                 (jnp.ones((n,), jnp.float32), jnp.ones((m,), jnp.float32)))
+        return f + epsilon * jnp.log(u), g + epsilon * jnp.log(v), kernel, v
 
     zeros = (jnp.zeros((n,), jnp.float32), jnp.zeros((m,), jnp.float32))
-    f, g = jax.lax.fori_loop(0, num_iterations - 1, lambda k, fg: iteration(k, *fg)[:2], zeros)
-    _, _, kernel, columns = iteration(num_iterations - 1, f, g)
-    plan = kernel / columns[None, :]
+    f, g = jax.lax.fori_loop(0, num_levels - 1, lambda index, fg: level(index, *fg)[:2], zeros)
+    _, _, kernel, v = level(num_levels - 1, f, g)
+    plan = kernel * v[None, :]
     return plan / jnp.maximum(jnp.sum(plan, axis=1, keepdims=True), tiny)
 
 
-def sinkhorn_conditional_log_plan(cost: jax.Array, relative_epsilon: float, num_iterations: int) -> jax.Array:
+def sinkhorn_conditional_log_plan(cost: jax.Array, relative_epsilon: float, num_levels: int,
+                                  iterations_per_level: int) -> jax.Array:
     """log P(j | i) of `sinkhorn_conditional_plan` (-inf where the plan underflows)."""
-    return jnp.log(sinkhorn_conditional_plan(cost, relative_epsilon, num_iterations))
+    return jnp.log(sinkhorn_conditional_plan(cost, relative_epsilon, num_levels, iterations_per_level))
 
 
 def sample_rows(key: jax.Array, weights: jax.Array) -> jax.Array:

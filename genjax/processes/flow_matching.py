@@ -23,9 +23,10 @@ with, by option:
                   certified within ot_tolerance of the optimum, but slow (hundreds of ms
                   per 256-point batch on a CPU).
                   "sinkhorn_ot": near-exact minibatch OT, fast: rows drawn from the
-                  entropic plan at epsilon = ot_epsilon * mean cost after ot_iterations
-                  Sinkhorn iterations, epsilon annealed down from the mean cost
-                  (`sinkhorn_conditional_plan`); the cost of its
+                  entropic plan at epsilon = ot_epsilon * mean cost, epsilon annealed
+                  down from the mean cost over ot_epsilon_levels levels of
+                  ot_iterations Sinkhorn iterations each (`sinkhorn_conditional_plan`;
+                  one exponential pass per level); the cost of its
                   pairs over the exact assignment's is measured (README, test_couplings).
                   "schrodinger_bridge": rows drawn from the entropic plan with
                   epsilon = 2 sigma^2 (Sinkhorn; SB-CFM, Tong et al. 2024).
@@ -70,8 +71,8 @@ class FlowMatchingPath(DiffusionProcess):
       sigma: the smoothing c(t) of the conditional path (>= 0; > 0 for the Schrodinger bridge).
       sigma_min: the linear path's source scale at the data end (Lipman et al.; in [0, 1)).
       ot_tolerance: relative optimality gap allowed to the exact assignment (auction).
-      ot_epsilon, ot_iterations: sinkhorn_ot's epsilon (relative to the mean cost) and
-        number of Sinkhorn iterations.
+      ot_epsilon, ot_epsilon_levels, ot_iterations: sinkhorn_ot's final epsilon (relative to
+        the mean cost), its number of epsilon levels, and Sinkhorn iterations per level.
       sinkhorn_tolerance, sinkhorn_max_iterations: stopping rule of the entropic plan.
     """
 
@@ -81,7 +82,8 @@ class FlowMatchingPath(DiffusionProcess):
     sigma_min: float = 0.0
     ot_tolerance: float = 1e-3
     ot_epsilon: float = 0.01
-    ot_iterations: int = 20
+    ot_epsilon_levels: int = 5
+    ot_iterations: int = 10
     sinkhorn_tolerance: float = 1e-3
     sinkhorn_max_iterations: int = 1000
     t_min_sample: float = 0.0
@@ -99,6 +101,8 @@ class FlowMatchingPath(DiffusionProcess):
         require(self.t_max <= 1.0, f"t_max={self.t_max!r} must be <= 1 (the path ends at the source at t = 1)")
         require(self.ot_tolerance > 0, f"ot_tolerance={self.ot_tolerance!r} must be > 0")
         require(self.ot_epsilon > 0, f"ot_epsilon={self.ot_epsilon!r} must be > 0 (it is relative to the mean cost)")
+        require(isinstance(self.ot_epsilon_levels, int) and self.ot_epsilon_levels >= 1,
+                f"ot_epsilon_levels={self.ot_epsilon_levels!r} must be an integer >= 1")
         require(isinstance(self.ot_iterations, int) and self.ot_iterations >= 1,
                 f"ot_iterations={self.ot_iterations!r} must be an integer >= 1")
         require(self.sinkhorn_tolerance > 0, f"sinkhorn_tolerance={self.sinkhorn_tolerance!r} must be > 0")
@@ -162,7 +166,7 @@ class FlowMatchingPath(DiffusionProcess):
         if self.coupling == "exact_ot":
             return x1[auction_assignment(cost, tolerance=self.ot_tolerance)]
         if self.coupling == "sinkhorn_ot":
-            return x1[sample_rows(key, sinkhorn_conditional_plan(cost, self.ot_epsilon, self.ot_iterations))]
+            return x1[sample_rows(key, sinkhorn_conditional_plan(cost, self.ot_epsilon, self.ot_epsilon_levels, self.ot_iterations))]
         log_plan = sinkhorn_log_plan(cost, 2.0 * self.sigma**2, self.sinkhorn_tolerance, self.sinkhorn_max_iterations)
         return x1[sample_plan_rows(key, log_plan)]
 
