@@ -3,7 +3,7 @@ smoothing are config values (genjax/processes/flow_matching.py), regressed by co
 flow matching (genjax/objectives/flow_matching.py) with a velocity-output MLP.
 
     python -m experiments.main --config=configs/flow_matching.py --workdir=runs/fm_icfm
-    # OT-CFM, near-exact minibatch OT on the device (annealed Sinkhorn, 20 iterations):
+    # OT-CFM, near-exact minibatch OT on the device (Sinkhorn, 5 epsilon levels x 10 iterations):
     python -m experiments.main --config=configs/flow_matching.py --workdir=runs/fm_otcfm \\
         --config.process.kwargs.coupling=sinkhorn_ot
     # OT-CFM with the exact assignment (auction; certified, but about 1 s per step on a CPU):
@@ -45,6 +45,7 @@ held-out points; noise floor SWD 0.064), measured 2026-11-25 on the same loaded 
 
     coupling                      train   SWD    MMD      NFE   NLL (nats/dim)   NLL NFE
     independent (I-CFM)           ~2 min  0.131  0.0046   91    1.897 +- 0.006   833
+    independent, path=vp          ~1.5 min 0.106 0.0023   94    1.855 +- 0.005   832
     sinkhorn_ot (OT-CFM)          ~2 min  0.138  0.0041   60    1.839 +- 0.005   646
     reflow of the I-CFM run       42 s*   0.174  -        48    -                -
     (* 3000 student steps on 20000 ODE pairs of the I-CFM run, drawn in 512 s at 622 NFE

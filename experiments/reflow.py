@@ -18,6 +18,12 @@ and written to WORKDIR/reflow.json, for teacher and student:
                 steps of the model's own ODE from N(0, I) (Liu et al. eq. 4; 0 iff straight);
   swd_euler_N   sliced Wasserstein distance to held-out data of N-step Euler samples
                 (N = 1, 2, 4) and of the adaptive solve (swd_ode, with its mean NFE).
+
+Measured on a 3000-step I-CFM teacher (configs/flow_matching.py with
+--config.training.num_steps=3000) on 2 loaded CPU cores: 20,000 pairs drawn in 512 s (622 NFE
+each), student trained 3000 steps in 42 s; straightness 1.76 -> 0.0001; Euler SWD with 1 / 2 / 4
+steps 2.03 / 1.16 / 0.59 -> 0.179 / 0.175 / 0.176; adaptive-ODE SWD 0.112 -> 0.174 at NFE 91 -> 48
+(the student is straight but, trained on the teacher's samples, inherits and adds their error).
 """
 from __future__ import annotations
 
