@@ -26,6 +26,10 @@ observation entering by one of two methods:
       covariance="isotropic": PiGDM's C_t = r_t^2 I, r_t^2 = sigma_t^2 v / (alpha_t^2 v + sigma_t^2)
           for data of variance v per coordinate (`data_variance`): one vector-Jacobian product
           per step; exact only for isotropic Gaussian data.
+      log_likelihood=(x, t, y) -> log p_t(y | x) given: its gradient replaces the Gaussian
+          approximation. With the exact term (an oracle's, e.g. a Gaussian mixture's, or a
+          noise-aware classifier's log p_t(c | x): classifier guidance) the conditional score
+          is exact, and the sampler draws p(x_0 | y) up to its discretisation.
 
 Both end with Tweedie's denoised mean at t_min (of the conditional score for "posterior"),
 and "replacement" replaces the observed part by y there. NFE per example: num_steps + 1
@@ -99,14 +103,19 @@ def _check(method: str, covariance: str, num_steps: int, cg_iterations: int, dat
 
 
 def posterior_score(process, score_fn, observation: LinearObservation, covariance: str = "tweedie",
-                    cg_iterations: int = 20, data_variance: float = 1.0, alpha_min: float = 0.0):
+                    cg_iterations: int = 20, data_variance: float = 1.0, alpha_min: float = 0.0,
+                    log_likelihood: Callable | None = None):
     """The per-example score of p_t(x | y), (x, t, y, condition) -> s(x, t) + grad_x log p_t(y | x)
     (module docstring, "posterior"); where alpha(t) < alpha_min, s(x, t) alone."""
 
     def score(x, t, y, condition):
         alpha, sigma = process.marginal_coefficients(t)
-        return jax.lax.cond(alpha >= alpha_min, lambda: guided(x, t, y, condition, alpha, sigma),
+        guided_score = exact if log_likelihood is not None else guided
+        return jax.lax.cond(alpha >= alpha_min, lambda: guided_score(x, t, y, condition, alpha, sigma),
                             lambda: score_fn(x, t, condition))
+
+    def exact(x, t, y, condition, alpha, sigma):
+        return score_fn(x, t, condition) + jax.grad(log_likelihood)(x, t, y)
 
     def guided(x, t, y, condition, alpha, sigma):
 
@@ -136,7 +145,8 @@ def sample_given_observation(process, model, key: jax.Array, y: jax.Array, obser
                              shape: tuple[int, ...], num_steps: int, method: str = "replacement",
                              covariance: str = "tweedie", cg_iterations: int = 20, data_variance: float = 1.0,
                              alpha_min: float = 0.0, first_index: int | jax.Array = 0,
-                             condition: jax.Array | None = None) -> SampleResult:
+                             condition: jax.Array | None = None,
+                             log_likelihood: Callable | None = None) -> SampleResult:
     """Draw one sample of p(x_0 | A x_0 + sigma_y n = y[i]) per observation y [N, *obs_shape].
 
     Args:
@@ -154,15 +164,19 @@ def sample_given_observation(process, model, key: jax.Array, y: jax.Array, obser
         which near the prior end (VP: alpha(1) = 0.007) blows the guidance up; the exact
         score's Jacobian does not (0 keeps the exact method).
       condition: None or int32 [N] class labels passed to the model.
+      log_likelihood: None, or (x, t, y) -> log p_t(y | x) for one example: the posterior
+        method's likelihood term itself instead of its Gaussian approximation (module docstring).
 
     Returns:
       `SampleResult`: samples [N, *shape], nfe [N] (= num_steps + 1), successful [N].
     """
     _check(method, covariance, num_steps, cg_iterations, data_variance)
+    if log_likelihood is not None and method != "posterior":
+        raise ValueError(f"log_likelihood is the posterior method's likelihood term; method={method!r} does not use it")
     score_fn = views.score_fn(process, model)
     if method == "posterior":
         score_fn = posterior_score(process, score_fn, observation, covariance, cg_iterations, data_variance,
-                                   alpha_min)
+                                   alpha_min, log_likelihood)
     else:
         plain = score_fn
         score_fn = lambda x, t, y, condition: plain(x, t, condition)
