@@ -151,6 +151,10 @@ SLOW_SIBLINGS = {
     "tests/stochastic/test_experiment.py::test_unwritable_workdir_is_one_clear_line",
     # [SAME] and [padding2] stay; the tap-gradient tests cover VALID padding:
     "tests/test_conv_weight_grad.py::test_drop_in_convolution_has_xlas_values_and_gradients[VALID]",
+    # speed pass (families):
+    # the VP forward SDE from a point against its marginal: test_processes' [vp] stays (the same
+    # simulation and closed form; this one starts from a Gaussian, 10^4 paths x 4000 steps):
+    "tests/test_vp_sde.py::test_forward_sde_from_gaussian_matches_marginal",
 }
 
 
