@@ -151,6 +151,14 @@ SLOW_SIBLINGS = {
     "tests/stochastic/test_experiment.py::test_unwritable_workdir_is_one_clear_line",
     # [SAME] and [padding2] stay; the tap-gradient tests cover VALID padding:
     "tests/test_conv_weight_grad.py::test_drop_in_convolution_has_xlas_values_and_gradients[VALID]",
+    # speed pass (families):
+    # the VP forward SDE from a point against its marginal: test_processes' [vp] stays (the same
+    # simulation and closed form; this one starts from a Gaussian, 10^4 paths x 4000 steps):
+    "tests/test_vp_sde.py::test_forward_sde_from_gaussian_matches_marginal",
+    # dopri5's exact-trace log-likelihood of the affine flow: test_cnf's failed-solve check solves the
+    # same flow with dopri5 (its default tolerances) and compares the NLL with the closed form:
+    "tests/test_cnf.py::test_exact_trace_log_likelihood_matches_affine_closed_form[options0-1e-05]",
+    "tests/test_cnf.py::test_hutchinson_is_unbiased_for_the_affine_flow[rademacher]",  # [gaussian]
 }
 
 

@@ -8,6 +8,8 @@ too: the Jacobian is A, so int |dv/dx|_F^2 dt = T |A|_F^2, and the kinetic energ
 int_0^T |C expm(M t) y0|^2 dt (C = [A b], y0 = [x; 1]) is y0^T G y0 with G from Van Loan's
 block exponential (Van Loan 1978, "Computing integrals involving the matrix exponential").
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +50,17 @@ PRIOR = StandardNormalPrior()
 def affine(params):
     a, b = params
     return lambda x, t: a @ x + b
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def affine_terms(a, b, x, keys, options):
+    """cnf_terms of the affine field (a, b) with T = 0.7 and the options (a sorted tuple of
+    items): one compiled program per option set, shared by the tests that use it."""
+    return cnf_terms(affine((a, b)), PRIOR.prior_log_prob, x, keys, t_max=T, **dict(options))
+
+
+def options_key(**options):
+    return tuple(sorted(options.items()))
 
 
 def _augmented(a, b):
@@ -179,8 +192,7 @@ def test_concatsquash_rejects_bad_hyperparameters(kwargs, field):
     ],
 )
 def test_exact_trace_log_likelihood_matches_affine_closed_form(options, tolerance):
-    terms = jax.jit(lambda x: cnf_terms(affine((A, B)), PRIOR.prior_log_prob, x, KEYS, t_max=T, **options))(
-        jnp.asarray(POINTS, jnp.float32))
+    terms = affine_terms(A, B, jnp.asarray(POINTS, jnp.float32), KEYS, options_key(**options))
     np.testing.assert_allclose(terms.log_prob, exact_log_prob(A, B, POINTS), atol=tolerance)
     assert bool(jnp.all(terms.successful))
 
@@ -196,8 +208,8 @@ def test_hutchinson_is_unbiased_for_the_affine_flow(probe):
     num_probes = 1000
     x = jnp.tile(jnp.asarray(POINTS[:1], jnp.float32), (num_probes, 1))
     keys = jax.random.split(jax.random.key(5), num_probes)
-    terms = jax.jit(lambda x: cnf_terms(affine((A_HUTCHINSON, B)), PRIOR.prior_log_prob, x, keys, t_max=T,
-                                        divergence="hutchinson", probe=probe, solver="rk4", num_steps=20))(x)
+    terms = affine_terms(A_HUTCHINSON, B, x, keys,
+                         options_key(divergence="hutchinson", probe=probe, solver="rk4", num_steps=20))
     for estimate, exact in ((terms.log_prob, exact_log_prob(A_HUTCHINSON, B, POINTS[:1])[0]),
                             (terms.jacobian_frobenius, T * np.sum(A_HUTCHINSON**2))):
         estimate = np.asarray(estimate, np.float64)
@@ -207,8 +219,8 @@ def test_hutchinson_is_unbiased_for_the_affine_flow(probe):
 
 
 def test_rnode_integrals_match_closed_forms_for_a_linear_field():
-    terms = jax.jit(lambda x: cnf_terms(affine((A, B)), PRIOR.prior_log_prob, x, KEYS, t_max=T, solver="rk4",
-                                        num_steps=40))(jnp.asarray(POINTS, jnp.float32))
+    # (the program of the rk4 case of the log-likelihood check above)
+    terms = affine_terms(A, B, jnp.asarray(POINTS, jnp.float32), KEYS, options_key(solver="rk4", num_steps=40))
     np.testing.assert_allclose(terms.kinetic_energy, exact_kinetic_energy(A, B, POINTS), rtol=1e-5)
     np.testing.assert_allclose(terms.jacobian_frobenius, T * np.sum(A**2), rtol=1e-5)
 
@@ -292,12 +304,14 @@ def test_forward_nfe_counts_field_evaluations(solver, per_step, extra):
 
 
 def test_failed_solve_makes_the_loss_nan_and_is_counted():
+    """A stiff field (eigenvalues -1e5: dopri5 needs about 2e4 steps) exhausts max_steps=1000;
+    the same compiled program (the field's matrix is an argument) solves the affine flow."""
     x = jnp.asarray(POINTS, jnp.float32)
-    loss, metrics = jax.jit(lambda x: cnf_loss_and_metrics(affine((A, B)), PRIOR, x, KEYS, solver="dopri5",
-                                                           max_steps=2, rtol=1e-9, atol=1e-9))(x)
+    loss_and_metrics = jax.jit(lambda a, b, x: cnf_loss_and_metrics(affine((a, b)), PRIOR, x, KEYS))
+    loss, metrics = loss_and_metrics(-1e5 * np.eye(2), B, x)
     assert np.isnan(float(loss))
     assert int(metrics["failed_solves"]) == len(POINTS)
-    loss, metrics = jax.jit(lambda x: cnf_loss_and_metrics(affine((A, B)), PRIOR, x, KEYS))(x)
+    loss, metrics = loss_and_metrics(A, B, x)
     assert np.isfinite(float(loss)) and int(metrics["failed_solves"]) == 0
     assert float(metrics["nll"]) == pytest.approx(-exact_log_prob(A, B, POINTS).mean(), abs=1e-4)
     assert float(metrics["nfe_forward_max"]) >= float(metrics["nfe_forward"]) > 0
@@ -337,16 +351,18 @@ def reference_log_prob(velocity, x, t_max=1.0, num_steps=32):
         return velocity(y, t), jnp.trace(jax.jacfwd(lambda z: velocity(z, t))(y))
 
     def one(point):
-        state, h = (point, jnp.zeros(())), t_max / num_steps
-        for i in range(num_steps):
-            t = jnp.float32(i * h)
-            shift = lambda s, k, c: jax.tree.map(lambda a, b: a + c * b, s, k)
+        h = t_max / num_steps
+        shift = lambda s, k, c: jax.tree.map(lambda a, b: a + c * b, s, k)
+
+        def rk4_step(i, state):
+            t = i * h
             k1 = field(t, state)
             k2 = field(t + h / 2, shift(state, k1, h / 2))
             k3 = field(t + h / 2, shift(state, k2, h / 2))
             k4 = field(t + h, shift(state, k3, h))
-            state = jax.tree.map(lambda a, b, c, d, e: a + h / 6 * (b + 2 * c + 2 * d + e), state, k1, k2, k3, k4)
-        z, delta = state
+            return jax.tree.map(lambda a, b, c, d, e: a + h / 6 * (b + 2 * c + 2 * d + e), state, k1, k2, k3, k4)
+
+        z, delta = jax.lax.fori_loop(0, num_steps, rk4_step, (point, jnp.zeros(())))
         return -0.5 * jnp.sum(z**2) - jnp.log(2 * jnp.pi) + delta
 
     return jax.jit(jax.vmap(one))(x)

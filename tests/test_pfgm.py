@@ -6,6 +6,7 @@ fed the exact normalised field through the `poisson_field` output kind (mode sha
 binomial error; log p_{z_min} to 0.01 nats/dim), and the objective preferring the exact field.
 Each check is also run on a wrong field or law and must fail there.
 """
+import functools
 import math
 
 import jax
@@ -64,8 +65,8 @@ def test_prior_draws_are_the_kernels_with_the_norm_clipped_where_training_ends()
     bound = math.sqrt(3) * 0.01 * 1.03**291
     assert pfgm.prior_norm_bound(2) == pytest.approx(bound, rel=1e-6)
     keys = jax.random.split(jax.random.key(0), 20_000)
-    draws = np.asarray(jax.vmap(lambda k: pfgm.prior_sample(k, (2,)))(keys), np.float64)
-    kernel = np.asarray(jax.vmap(lambda k: reference.prior_sample(k, (2,)))(keys), np.float64)
+    draws, kernel = (np.asarray(v, np.float64) for v in jax.jit(lambda k: (
+        jax.vmap(lambda key: pfgm.prior_sample(key, (2,)))(k), jax.vmap(lambda key: reference.prior_sample(key, (2,)))(k)))(keys))
     norm = np.linalg.norm(kernel, axis=1)
     inside = norm < bound
     np.testing.assert_allclose(draws[inside], kernel[inside], rtol=1e-6)
@@ -77,7 +78,8 @@ def test_prior_draws_are_the_kernels_with_the_norm_clipped_where_training_ends()
 def test_a_prior_bound_beyond_the_training_perturbation_is_refused():
     """The paper's M = 291 covers radii up to 94.2 in 2-D: a bound of 100 is refused, 94 is not."""
     with pytest.raises(ValueError, match="upper_norm=100.0 exceeds the radius .* covers .* raise max_exponent"):
-        PFGMProcess(upper_norm=100.0).prior_sample(jax.random.key(0), (2,))
+        process = PFGMProcess(upper_norm=100.0)
+        jax.eval_shape(lambda key: process.prior_sample(key, (2,)), jax.random.key(0))
     assert PFGMProcess(upper_norm=94.0).prior_norm_bound(2) == 94.0
     assert PFGMProcess(upper_norm=1000.0, max_exponent=380.0).prior_norm_bound(2) == 1000.0
 
@@ -95,20 +97,33 @@ def test_out_of_range_parameters_are_refused(field, value):
         PFGMProcess(**{field: value})
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def exact_normalised_field(process, x, z):
+    """(T, the exact velocity (x - E[y | x, z]) / z, the direction of -E (Coulomb), of G) at (x, z)."""
+    field = exact_field(POINTS, process, x, z)
+    coulomb = coulomb_field(POINTS, x, z)
+    expected = (x - POINTS.denoised(process, x, z)) / z
+    return (process.normalised_field(field), expected, -coulomb / jnp.linalg.norm(coulomb),
+            field / jnp.linalg.norm(field))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def velocity_readings(process, normalised, z):
+    """The three readings of a normalised field: (ratio, inversion, blend)."""
+    return (process.velocity_by_ratio(normalised), process.velocity_by_inversion(normalised, z),
+            process.velocity_from_normalised_field(normalised, z))
+
+
 def test_every_reading_of_the_exact_normalised_field_is_the_pfgmpp_velocity():
     """The ratio T_x / T_z, the inversion of T_x alone and their blend all give
     dx/dz = (x - E[y | x, z]) / z, and the Coulomb field has the direction of -G."""
     process = PFGMProcess()
     for x, z in [([0.3, 0.2], 0.01), ([5.0, 3.0], 2.0), ([100.0, -30.0], 40.0), ([-0.99, -0.5], 1e-3)]:
-        x, z = jnp.asarray(x), jnp.float32(z)
-        field = exact_field(POINTS, process, x, z)
-        coulomb = coulomb_field(POINTS, x, z)
-        np.testing.assert_allclose(-coulomb / jnp.linalg.norm(coulomb), field / jnp.linalg.norm(field), atol=1e-5)
-        normalised = process.normalised_field(field)
-        expected = (x - POINTS.denoised(process, x, z)) / z
-        scale = 1e-4 * float(jnp.max(jnp.abs(expected)))
-        for velocity in (process.velocity_by_ratio(normalised), process.velocity_by_inversion(normalised, z),
-                         process.velocity_from_normalised_field(normalised, z)):
+        x, z = jnp.asarray(x, jnp.float32), jnp.float32(z)
+        normalised, expected, coulomb_direction, field_direction = jax.device_get(exact_normalised_field(process, x, z))
+        np.testing.assert_allclose(coulomb_direction, field_direction, atol=1e-5)
+        scale = 1e-4 * float(np.max(np.abs(expected)))
+        for velocity in velocity_readings(process, normalised, z):
             np.testing.assert_allclose(velocity, expected, rtol=1e-4, atol=scale)
 
 
@@ -116,13 +131,14 @@ def test_blend_leans_on_the_inversion_where_the_z_component_is_wrong():
     """Near the data at small z a model's error of 1e-3 in T_z (comparable to T_z itself)
     moves the ratio's velocity by a large factor, the blend's by little."""
     process = PFGMProcess()
-    x, z = jnp.array([-0.9, -0.45]), jnp.float32(0.005)
-    normalised = process.normalised_field(exact_field(POINTS, process, x, z))
-    wrong = normalised.at[-1].add(1e-3)
-    expected = (x - POINTS.denoised(process, x, z)) / z
-    error = lambda v: float(jnp.linalg.norm(v - expected) / jnp.linalg.norm(expected))
-    assert error(process.velocity_by_ratio(wrong)) > 0.5
-    assert error(process.velocity_from_normalised_field(wrong, z)) < 0.05
+    z = jnp.float32(0.005)
+    normalised, expected, _, _ = jax.device_get(exact_normalised_field(process, jnp.array([-0.9, -0.45]), z))
+    wrong = normalised.copy()
+    wrong[-1] += 1e-3
+    ratio, _, blend = velocity_readings(process, wrong, z)
+    error = lambda v: float(np.linalg.norm(v - expected) / np.linalg.norm(expected))
+    assert error(ratio) > 0.5
+    assert error(blend) < 0.05
 
 
 def test_reading_is_continuous_where_a_learned_z_component_crosses_zero():
@@ -130,19 +146,24 @@ def test_reading_is_continuous_where_a_learned_z_component_crosses_zero():
     it either sign. T_x / T_z would then jump from one sign to the other; the blend with the
     ratio read as -T_x / |T_z| changes by little and keeps pointing away from the data."""
     process = PFGMProcess(z_exp=40.0)
-    x, z = jnp.array([600.0, -650.0]), jnp.float32(6.0)
-    normalised = process.normalised_field(exact_field(POINTS, process, x, z))
-    expected = (x - POINTS.denoised(process, x, z)) / z
-    below, above = (process.velocity_from_normalised_field(normalised.at[-1].set(s), z) for s in (-1e-6, 1e-6))
+    z = jnp.float32(6.0)
+    normalised, expected, _, _ = jax.device_get(exact_normalised_field(process, jnp.array([600.0, -650.0]), z))
+    below, above, exact = (velocity_readings(process, field, z)[2]
+                           for field in (np.append(normalised[:-1], -1e-6), np.append(normalised[:-1], 1e-6), normalised))
     np.testing.assert_allclose(below, above, rtol=1e-3)
-    assert float(jnp.dot(above, expected)) > 0
-    np.testing.assert_allclose(process.velocity_from_normalised_field(normalised, z), expected, rtol=1e-3)
+    assert float(np.dot(above, expected)) > 0
+    np.testing.assert_allclose(exact, expected, rtol=1e-3)
 
 
 # --- 1. the training perturbation -----------------------------------------------------------------
-def perturbation_draws(process, num=20_000, dim=2):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _perturbation_draws(process, num, dim):
     keys = jax.random.split(jax.random.key(1), num)
-    x, z = jax.jit(jax.vmap(lambda k: process.training_perturbation(k, jnp.zeros((dim,)))))(keys)
+    return jax.vmap(lambda k: process.training_perturbation(k, jnp.zeros((dim,))))(keys)
+
+
+def perturbation_draws(process, num=20_000, dim=2):
+    x, z = _perturbation_draws(process, num, dim)
     return np.asarray(x, np.float64), np.asarray(z, np.float64)
 
 
@@ -180,7 +201,11 @@ QUERIES = [([0.3, 0.2], 0.5), ([2.0, 1.5], 1.0), ([-0.5, 0.4], 0.2), ([6.0, -3.0
 
 def target_errors(batch, repeats=64, charges_from=POINTS):
     """RMS over repeats and queries of |T_batch - T_exact| at the QUERIES."""
-    process = PFGMProcess()
+    return float(_target_errors(PFGMProcess(), charges_from, batch, repeats))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def _target_errors(process, charges_from, batch, repeats):
     x = jnp.asarray([q[0] for q in QUERIES])
     z = jnp.asarray([q[1] for q in QUERIES])
     exact = jax.vmap(lambda xi, zi: process.normalised_field(exact_field(POINTS, process, xi, zi)))(x, z)
@@ -190,7 +215,7 @@ def target_errors(batch, repeats=64, charges_from=POINTS):
         charges = charges_from.sample(key, batch)
         return jnp.sum((process.normalised_field(batch_field(x, z, charges)) - exact) ** 2)
 
-    return float(jnp.sqrt(jnp.mean(error(jax.random.split(jax.random.key(2), repeats)))))
+    return jnp.sqrt(jnp.mean(error(jax.random.split(jax.random.key(2), repeats))))
 
 
 def test_batch_field_target_converges_to_the_exact_field():
@@ -216,9 +241,16 @@ def share_test(shares, weights, num):
 
 def draw_shares(field_points, sampler, num, **options):
     process = PFGMProcess(z_max=40.0, max_exponent=450.0)  # configs/pfgm.py's: 0.4 % of prior draws clipped
-    result = sampler(process, exact_field_model(field_points, process), jax.random.key(3), num, (2,), **options)
-    assert bool(jnp.all(result.successful))
-    return oracle.nearest_point_shares(POINTS, result.samples)
+    shares, successful = _draw_shares(process, field_points, sampler, num, tuple(sorted(options.items())))
+    assert bool(successful)
+    return np.asarray(shares)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
+def _draw_shares(process, field_points, sampler, num, options):
+    """One compiled sampler per (sampler, num, options), the field's point set an argument."""
+    result = sampler(process, exact_field_model(field_points, process), jax.random.key(3), num, (2,), **dict(options))
+    return oracle.nearest_point_shares(POINTS, result.samples), jnp.all(result.successful)
 
 
 @pytest.mark.parametrize(
@@ -242,7 +274,11 @@ def test_share_check_rejects_a_misweighted_field():
 # --- 4. likelihood --------------------------------------------------------------------------
 def likelihood_gap(field_points):
     """max over points of |ODE log p_{z_min} - exact| / N, with the exact log p at z_max."""
-    process = PFGMProcess(z_min=0.05, z_max=20.0)
+    return float(_likelihood_gap(PFGMProcess(z_min=0.05, z_max=20.0), field_points))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _likelihood_gap(process, field_points):
     z_min, z_max = jnp.float32(process.t_min_sample), jnp.float32(process.t_max)
     key_y, key_n = jax.random.split(jax.random.key(5))
     y = POINTS.sample(key_y, 16)
@@ -250,7 +286,7 @@ def likelihood_gap(field_points):
     exact = jax.vmap(lambda xi: POINTS.log_prob(process, xi, z_min))(x)
     result = log_likelihood(process, exact_field_model(field_points, process), x, divergence="exact", rtol=1e-6,
                             atol=1e-6, terminal_log_prob=lambda v: POINTS.log_prob(process, v, z_max))
-    return float(jnp.max(jnp.abs(result.log_prob - exact)) / 2)
+    return jnp.max(jnp.abs(result.log_prob - exact)) / 2
 
 
 def test_ode_likelihood_with_the_exact_field_matches_the_exact_density():
@@ -265,11 +301,16 @@ def test_likelihood_check_rejects_a_misweighted_field():
 # --- 5. the objective ---------------------------------------------------------------------------
 def objective_value(field_points, batch=4096, num_perturbed=512):
     process = PFGMProcess(max_exponent=150.0)  # z up to about 1: where the points' fields differ
+    return float(_objective_value(process, field_points, batch, num_perturbed))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def _objective_value(process, field_points, batch, num_perturbed):
     key_data, key_loss = jax.random.split(jax.random.key(6))
     x0 = POINTS.sample(key_data, batch)
     keys = jax.random.split(key_loss, batch)
-    return float(poisson_field_loss(exact_field_model(field_points, process), process, x0, keys,
-                                    num_perturbed=num_perturbed))
+    return poisson_field_loss(exact_field_model(field_points, process), process, x0, keys,
+                              num_perturbed=num_perturbed)
 
 
 def test_objective_prefers_the_exact_field_to_a_misweighted_one():
@@ -280,12 +321,12 @@ def test_objective_prefers_the_exact_field_to_a_misweighted_one():
 
 
 def test_objective_refuses_a_model_without_the_extra_component():
-    process = PFGMProcess()
-    x0 = POINTS.sample(jax.random.key(0), 8)
-    with pytest.raises(ValueError, match="output_dim=3"):
-        poisson_field_loss(lambda x, z: x, process, x0, jax.random.split(jax.random.key(1), 8))
+    x0, keys = POINTS.points[jnp.array([0, 1, 2, 0, 1, 2, 0, 1])], jax.random.split(jax.random.key(1), 8)
+    with pytest.raises(ValueError, match="output_dim=3"):  # raised while tracing: nothing compiles
+        process = PFGMProcess()
+        jax.eval_shape(lambda x, k: poisson_field_loss(lambda x, z: x, process, x, k), x0, keys)
     with pytest.raises(ValueError, match="process.name='pfgm'"):
-        poisson_field_loss(lambda x, z: x, PFGMPPProcess(), x0, jax.random.split(jax.random.key(1), 8))
+        poisson_field_loss(lambda x, z: x, PFGMPPProcess(), x0, keys)
 
 
 # --- the config -------------------------------------------------------------------------------
