@@ -69,12 +69,18 @@ def test_exact_score_loss_is_the_irreducible_minimum(loss_differences):
 
 
 def test_dsm_sum_reduction_is_dimension_times_mean():
-    x0 = GAUSSIAN.sample(jax.random.key(0), 512)
     score = perturbed_score_fn(GAUSSIAN, PROCESS)
-    key = jax.random.split(jax.random.key(1), 512)
-    mean = denoising_score_matching_loss(score, PROCESS, x0, key, reduce="mean")
-    total = denoising_score_matching_loss(score, PROCESS, x0, key, reduce="sum")
+
+    @jax.jit  # one program for both reductions (eagerly, each of the loss's operations compiles its own)
+    def both(key):
+        x0 = GAUSSIAN.sample(key, 512)
+        keys = jax.random.split(jax.random.fold_in(key, 1), 512)
+        return tuple(denoising_score_matching_loss(score, PROCESS, x0, keys, reduce=r) for r in ("mean", "sum"))
+
+    mean, total = both(jax.random.key(0))
     np.testing.assert_allclose(total, 2 * mean, rtol=1e-6)
+    x0 = np.zeros((4, 2), np.float32)
+    key = jax.random.split(jax.random.key(1), 4)
     with pytest.raises(ValueError, match="valid|choose"):
         denoising_score_matching_loss(score, PROCESS, x0, key, weighting="not_a_weighting")
 
