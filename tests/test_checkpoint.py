@@ -132,16 +132,17 @@ def test_missing_checkpoint_directory_is_reported(tmp_path):
         checkpoint.open_manager(str(tmp_path), max_to_keep=1, save_interval_steps=1, create=False)
 
 
-def test_divergence_stops_without_touching_saved_checkpoints(tmp_path):
-    workdir = str(tmp_path)
-    good = train(build_experiment(tiny_config(num_steps=10), jax.devices()[:1]), workdir)
+def test_divergence_stops_without_touching_saved_checkpoints(straight_run, tmp_path):
+    """The straight run resumed on one device with an infinite learning rate."""
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(straight_run[0], workdir)
     config = tiny_config(num_steps=30)
     config.optimizer.learning_rate = float("inf")
-    with pytest.raises(TrainingDivergedError, match="latest checkpoint is step 10"):
+    with pytest.raises(TrainingDivergedError, match="latest checkpoint is step 20"):
         train(build_experiment(config, jax.devices()[:1]), workdir)
-    assert checkpoint_steps(workdir) == [10]
-    state, _, _ = restore_latest(build_experiment(tiny_config(num_steps=10), jax.devices()[:1]), workdir)
-    assert_trees_equal(state, jax.device_get(good))
+    assert checkpoint_steps(workdir) == [10, 20]
+    state, _, _ = restore_latest(build_experiment(tiny_config(num_steps=20), jax.devices()[:1]), workdir)
+    assert_trees_equal(state, straight_run[1])
 
 
 def test_resume_with_another_data_stream_is_refused(straight_run, tmp_path):
