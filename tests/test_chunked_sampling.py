@@ -52,24 +52,38 @@ def replicated_run():
     (13 examples per device). The tests reuse a few (mesh, chunk) programs, which the test
     run's compilation cache then serves."""
     exp = experiment(8)
-    params = randomised(exp.init_state().ema_params)
+    params = jax.jit(lambda: random_weights(exp.state_shapes.ema_params))()
     return exp, params, draw(exp, params, SAMPLER, NUM, chunk_size=0)
 
 
-def randomised(params):
-    """Every weight moved by normal draws: the MLP's output layer starts at zero, and the
-    samples should depend on every leaf (so that a wrongly gathered one shows)."""
-    leaves, tree = jax.tree.flatten(params)
+def random_weights(shapes):
+    """Normal draws (std 0.3) in the network's parameter shapes, one program for all: the
+    samples should depend on every leaf (so that a wrongly gathered one shows), and the
+    network's own init would leave its output layer at zero."""
+    leaves, tree = jax.tree.flatten(shapes)
     keys = jax.random.split(jax.random.key(1), len(leaves))
-    return jax.tree.unflatten(tree, [leaf + 0.3 * jax.random.normal(k, leaf.shape, leaf.dtype)
+    return jax.tree.unflatten(tree, [0.3 * jax.random.normal(k, leaf.shape, leaf.dtype)
                                      for leaf, k in zip(leaves, keys)])
 
 
 @pytest.fixture(scope="module")
 def in_chunks_of_16(replicated_run):
-    """The same set in chunks of 16 on the 8 devices (2 examples per device; last chunk partial)."""
+    """The same set in chunks of 16 on the 8 devices (2 examples per device; last chunk partial),
+    with the chunk sizes compiled and the chunks drawn on the way (spied on)."""
     exp, params, _ = replicated_run
-    return draw(exp, params, SAMPLER, NUM, chunk_size=16)
+    compiled, chunks = [], []
+    compile_chunk, draw_chunks = sampling.compile_chunk, sampling.draw_chunks
+
+    def drawn_chunks(*args, **kwargs):
+        for chunk in draw_chunks(*args, **kwargs):
+            chunks.append(chunk)
+            yield chunk
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sampling, "compile_chunk", lambda *a, **k: compiled.append(a[2]) or compile_chunk(*a, **k))
+        patch.setattr(sampling, "draw_chunks", drawn_chunks)
+        drawn = draw(exp, params, SAMPLER, NUM, chunk_size=16)
+    return dict(drawn, compiled=compiled, chunks=chunks)
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +114,8 @@ def test_chunk_ranges_cover_the_missing_indices_in_pieces_of_at_most_one_chunk()
     assert chunk_ranges(10, 3, np.ones(10, bool)) == []
 
 
-def test_chunk_capacity_rounds_up_to_the_data_parallel_size():
-    exp = experiment(8)
+def test_chunk_capacity_rounds_up_to_the_data_parallel_size(replicated_run):
+    exp = replicated_run[0]  # 8 devices
     assert chunk_capacity(exp, NUM, 0) == 104 and chunk_capacity(exp, NUM, 20) == 24
     assert chunk_capacity(exp, NUM, 1000) == 104 and chunk_capacity(exp, NUM, 8) == 8
 
@@ -144,12 +158,8 @@ def test_sharded_parameters_sample_as_replicated_ones(replicated_run, in_chunks_
     assert [leaf.sharding for leaf in jax.tree.leaves(sharded)] == [leaf.sharding for leaf in leaves]
 
 
-def test_chunk_program_compiles_once_for_all_chunks(replicated_run, in_chunks_of_16, monkeypatch):
-    exp, params, _ = replicated_run
-    compiled = []
-    original = sampling.compile_chunk
-    monkeypatch.setattr(sampling, "compile_chunk", lambda *a, **k: compiled.append(a[2]) or original(*a, **k))
-    chunks = list(sampling.draw_chunks(exp, params, SAMPLER, NUM, chunk_size=16))
+def test_chunk_program_compiles_once_for_all_chunks(in_chunks_of_16):
+    compiled, chunks = in_chunks_of_16["compiled"], in_chunks_of_16["chunks"]
     assert compiled == [16]
     assert [(c.start, c.end) for c in chunks] == [(s, min(s + 16, NUM)) for s in range(0, NUM, 16)]
     np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), in_chunks_of_16["samples"])
@@ -237,12 +247,12 @@ def test_resuming_with_a_changed_config_is_refused_naming_the_field(replicated_r
     assert (directory / "0_16.npz").read_bytes() == b"saved"  # nothing saved is lost or overwritten
 
 
-def test_a_failed_solve_stops_at_its_chunk_naming_the_option_to_raise(tmp_path):
+def test_a_failed_solve_stops_at_its_chunk_naming_the_option_to_raise(replicated_run, tmp_path):
     """Raised at the first chunk whose solve failed (of two), before it is saved."""
     c = config()
     c.samplers.probability_flow.max_steps = 2
     exp = build_experiment(c, devices=jax.devices()[:1])
-    params = exp.init_state().ema_params
+    params = jax.device_get(replicated_run[1])
     with pytest.raises(sampling.SamplingError, match=r"failed on 4 of the 4 samples 0\.\.3 .*raise "
                                                       r"samplers.probability_flow.max_steps"):
         draw_resumably(exp, params, "probability_flow", 8, tmp_path, step=1, chunk_size=4)

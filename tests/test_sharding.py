@@ -23,11 +23,13 @@ def fsdp_config(data, fsdp, **training):
     return config
 
 
-def run_steps(config, num_devices: int, num_steps: int = NUM_STEPS):
+def run_steps(config, num_devices: int, num_steps: int = NUM_STEPS, initial=None):
+    """`initial`: a host copy of an initial state, placed in this experiment's shardings
+    instead of compiling its init (where the test is not about creating the state sharded)."""
     experiment = build_experiment(config, jax.devices()[:num_devices])
     step = experiment.jitted_train_step()
     stream = experiment.train_stream()
-    state = experiment.init_state()
+    state = experiment.init_state() if initial is None else jax.device_put(initial, experiment.state_shardings)
     losses, batches = [], []
     k = experiment.steps_per_dispatch
     for i in range(0, num_steps, k):
@@ -39,14 +41,20 @@ def run_steps(config, num_devices: int, num_steps: int = NUM_STEPS):
 
 
 @pytest.fixture(scope="module")
-def reference():
-    assert len(jax.devices()) >= 8, "tests/conftest.py should provide 8 simulated CPU devices"
-    return run_steps(tiny_config(), 1)
+def initial_state():
+    """The one-device initial state on the host."""
+    return jax.device_get(build_experiment(tiny_config(), jax.devices()[:1]).init_state())
 
 
 @pytest.fixture(scope="module")
-def data_parallel_8():
-    return run_steps(tiny_config(), 8)
+def reference(initial_state):
+    assert len(jax.devices()) >= 8, "tests/conftest.py should provide 8 simulated CPU devices"
+    return run_steps(tiny_config(), 1, initial=initial_state)
+
+
+@pytest.fixture(scope="module")
+def data_parallel_8(initial_state):
+    return run_steps(tiny_config(), 8, initial=initial_state)
 
 
 def test_batch_is_split_over_the_data_parallel_axes(data_parallel_8):
@@ -113,9 +121,9 @@ def test_fsdp_state_is_created_sharded_and_matches_one_device(reference):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
-def test_gradient_accumulation_equals_the_plain_step(reference):
+def test_gradient_accumulation_equals_the_plain_step(reference, initial_state):
     _, state_1, _, _, losses_1 = reference
-    _, state, _, _, losses = run_steps(tiny_config(grad_accum_steps=4), 2)
+    _, state, _, _, losses = run_steps(tiny_config(grad_accum_steps=4), 2, initial=initial_state)
     np.testing.assert_allclose(losses, losses_1, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(state_1.params), jax.tree.leaves(state.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
