@@ -88,6 +88,8 @@ def test_backsolve_with_an_adaptive_solver_reports_no_backward_nfe():
 def test_the_cnf_run_logs_its_nfe_beside_the_loss(tmp_path):
     config = cnf.get_config()
     config.objective.kwargs.update(solver="rk4", num_steps=3)
+    config.model.kwargs.hidden_dims = (16,)  # the counts do not depend on the network; its compile does
+    config.data.num_train_examples = 256
     config.training.update(num_steps=2, log_every=1, checkpoint_every=2, batch_size=16)
     experiment = build_experiment(config, jax.devices()[:1])
     train(experiment, str(tmp_path))
