@@ -70,7 +70,6 @@ def test_guided_model_has_the_guided_score_of_the_mixture(output_kind):
     x = jax.random.normal(jax.random.key(0), (64, 2)) * 2.0
     t = jax.random.uniform(jax.random.key(1), (64,), minval=0.05, maxval=0.9)
     condition = jnp.arange(64, dtype=jnp.int32) % 2
-    guided = views.batched_score_fn(process, model)(x, t, condition)
 
     def exact(xi, ti, c):
         alpha, sigma = process.marginal_coefficients(ti)
@@ -78,11 +77,18 @@ def test_guided_model_has_the_guided_score_of_the_mixture(output_kind):
                                 components[1].perturbed(alpha, sigma).score(xi))
         return 3.5 * conditional - 2.5 * mixture.perturbed(alpha, sigma).score(xi)
 
-    np.testing.assert_allclose(guided, jax.vmap(exact)(x, t, condition), rtol=2e-4, atol=2e-4)
     # Weight 0 is the conditional model itself, and the per-example view agrees with the batched one.
-    plain = views.batched_score_fn(process, guided_model(oracle_model(process, components, mixture, output_kind), 0.0))
-    assert not np.allclose(plain(x, t, condition), guided, atol=1e-2)
-    per_example = jax.vmap(views.score_fn(process, model))(x, t, condition)
+    plain_model = guided_model(oracle_model(process, components, mixture, output_kind), 0.0)
+
+    @jax.jit  # compiled whole (eagerly, each operation of the oracle is a program of its own)
+    def scores(x, t, condition):
+        return (views.batched_score_fn(process, model)(x, t, condition), jax.vmap(exact)(x, t, condition),
+                views.batched_score_fn(process, plain_model)(x, t, condition),
+                jax.vmap(views.score_fn(process, model))(x, t, condition))
+
+    guided, expected, plain, per_example = scores(x, t, condition)
+    np.testing.assert_allclose(guided, expected, rtol=2e-4, atol=2e-4)
+    assert not np.allclose(plain, guided, atol=1e-2)
     np.testing.assert_allclose(per_example, guided, rtol=1e-5, atol=1e-5)
 
 

@@ -73,16 +73,23 @@ def test_isotropic_covariance_is_pigdm_exact_only_for_isotropic_data():
 
 def test_channel_average_is_colourisation_with_a_gram_constant():
     observation = channel_average(3)
+
+    @jax.jit  # one program (eagerly, each operation is a program of its own)
+    def applied(x, target):
+        y = observation.forward(x)
+        projected = observation.project(x, target)
+        return (y, observation.forward(observation.adjoint(y)), projected, observation.forward(projected),
+                observation.project(projected, target))
+
     x = jax.random.normal(jax.random.key(0), (4, 4, 3))
-    y = observation.forward(x)
-    assert y.shape == (4, 4, 1)
-    np.testing.assert_allclose(y[..., 0], x.mean(-1), rtol=1e-6)
-    # A A^T = I / 3, and the projection lands on {A x = y'} and is idempotent.
-    np.testing.assert_allclose(observation.forward(observation.adjoint(y)), y / 3, rtol=1e-6)
     target = jax.random.normal(jax.random.key(1), (4, 4, 1))
-    projected = observation.project(x, target)
-    np.testing.assert_allclose(observation.forward(projected), target, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(observation.project(projected, target), projected, rtol=1e-6, atol=1e-6)
+    y, gram_y, projected, projected_y, projected_twice = applied(x, target)
+    assert y.shape == (4, 4, 1)
+    np.testing.assert_allclose(y[..., 0], np.asarray(x).mean(-1), rtol=1e-6)
+    # A A^T = I / 3, and the projection lands on {A x = y'} and is idempotent.
+    np.testing.assert_allclose(gram_y, y / 3, rtol=1e-6)
+    np.testing.assert_allclose(projected_y, target, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(projected_twice, projected, rtol=1e-6, atol=1e-6)
 
 
 def test_bad_options_are_refused():
