@@ -93,10 +93,9 @@ def test_attention_sits_at_the_attention_resolutions_and_in_the_middle():
     network = SongUNet(model_channels=16, channel_mult=(1, 1, 1), num_blocks=2, attn_resolutions=(8,))
     x, sigma = images(size=16), jnp.ones((2,))
 
-    def attention_outputs():
-        _, state = network.apply(network.init(KEYS, x, sigma), x, sigma, mutable=["intermediates"],
-                                 capture_intermediates=lambda module, _: isinstance(module, AttentionBlock))
-        return state["intermediates"]
+    def attention_outputs():  # init's own call, captured (one trace)
+        return network.init(KEYS, x, sigma, mutable=True,
+                            capture_intermediates=lambda module, _: isinstance(module, AttentionBlock))["intermediates"]
 
     captured = jax.eval_shape(attention_outputs)
     resolutions = [captured[f"AttentionBlock_{i}"]["__call__"][0].shape[1] for i in range(len(captured))]
