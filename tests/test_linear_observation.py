@@ -13,13 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genjax.data.gaussian_mixture import GaussianMixture, perturbed_score_fn
 from genjax.processes.vp import VPSDE
 from genjax.samplers.linear_observation import channel_average, masked, sample_given_observation
 
 MU = np.array([0.5, -0.3], np.float32)
 COV = np.array([[1.0, 0.8], [0.8, 1.0]], np.float32)
-GAUSSIAN = GaussianMixture(jnp.ones((1,)), jnp.asarray(MU)[None], jnp.asarray(COV)[None])
 Y0 = 1.2  # the observed first coordinate
 NUM = 1000
 
@@ -31,11 +29,26 @@ def exact_conditional(noise_std: float) -> tuple[np.ndarray, np.ndarray]:
     return mean, COV - gain @ a @ COV
 
 
+def gaussian_score(process):
+    """The exact score of N(MU, COV) diffused by the process, per example:
+    -(alpha^2 COV + sigma^2 I)^{-1} (x - alpha MU), the 2 x 2 inverse written out (the same
+    values as GaussianMixture's score to 5e-7, whose per-example Cholesky solves make these
+    draws 50 times slower on CPU)."""
+
+    def score(x, t):
+        alpha, sigma = process.marginal_coefficients(t)
+        a, b, d = alpha**2 * COV[0, 0] + sigma**2, alpha**2 * COV[0, 1], alpha**2 * COV[1, 1] + sigma**2
+        r = x - alpha * MU
+        return -jnp.stack([d * r[0] - b * r[1], a * r[1] - b * r[0]]) / (a * d - b * b)
+
+    return score
+
+
 def draw(method: str, noise_std: float = 0.0, **options) -> np.ndarray:
     process = VPSDE()
     observation = masked(jnp.array([1.0, 0.0]), noise_std)
     y = jnp.broadcast_to(jnp.array([Y0, 0.0]), (NUM, 2))
-    score = perturbed_score_fn(GAUSSIAN, process)
+    score = gaussian_score(process)
     result = jax.jit(lambda key: sample_given_observation(process, score, key, y, observation, (2,), 200,
                                                           method=method, **options))(jax.random.key(3))
     assert np.all(result.successful) and np.all(result.nfe == 201)
