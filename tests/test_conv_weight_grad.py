@@ -34,10 +34,14 @@ def native(x, w, strides, padding):
 def test_tap_gradient_equals_the_backward_filter_convolution(kernel, strides, padding):
     x = jax.random.normal(jax.random.key(0), (3, 9, 10, 5))
     w = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 7))
-    y, vjp = jax.vjp(lambda w: native(x, w, strides, padding), w)
-    dy = jax.random.normal(jax.random.key(2), y.shape)
-    expected = vjp(dy)[0]
-    got = kernel_gradient_by_taps(x, dy, w.shape, strides, padding)
+
+    @jax.jit  # both gradients in one program (eagerly, each tap's slices and products are programs)
+    def gradients(x, w):
+        y, vjp = jax.vjp(lambda w: native(x, w, strides, padding), w)
+        dy = jax.random.normal(jax.random.key(2), y.shape)
+        return kernel_gradient_by_taps(x, dy, w.shape, strides, padding), vjp(dy)[0]
+
+    got, expected = gradients(x, w)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
 
 
@@ -51,10 +55,14 @@ def test_drop_in_convolution_has_xlas_values_and_gradients(padding):
         return jnp.sum(conv(x, w, (1, 1), padding, dimension_numbers=lax.conv_dimension_numbers(
             x.shape, w.shape, NHWC)) * r)
 
-    np.testing.assert_allclose(conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=NHWC),
-                               native(x, w, (1, 1), padding), rtol=1e-6, atol=1e-6)
-    ours = jax.grad(lambda x, w: loss(conv_general_dilated, x, w), (0, 1))(x, w)
-    xla = jax.grad(lambda x, w: loss(lax.conv_general_dilated, x, w), (0, 1))(x, w)
+    @jax.jit  # values and gradients of both in one program
+    def values_and_gradients(x, w):
+        return (conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=NHWC), native(x, w, (1, 1), padding),
+                jax.grad(lambda x, w: loss(conv_general_dilated, x, w), (0, 1))(x, w),
+                jax.grad(lambda x, w: loss(lax.conv_general_dilated, x, w), (0, 1))(x, w))
+
+    value, native_value, ours, xla = values_and_gradients(x, w)
+    np.testing.assert_allclose(value, native_value, rtol=1e-6, atol=1e-6)
     for a, b in zip(ours, xla):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 

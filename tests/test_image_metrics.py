@@ -228,13 +228,12 @@ def test_digits_frechet_distance_grows_with_the_noise_added_to_real_digits(digit
     assert np.all(np.diff(distances) > 0), distances
 
 
-def test_cached_classifier_is_the_seeded_training_and_is_not_retrained(tmp_path, monkeypatch):
+def test_cached_classifier_is_the_seeded_training_and_is_not_retrained(tmp_path, monkeypatch, digits_model):
     path = str(tmp_path / "digits_classifier.npz")
-    trained = digits_classifier.load_or_train(path, seed=3, steps=20)
-    train, train_labels = digits_classifier.digits_split("train")
-    again = digits_classifier.train_classifier(jax.random.key(3), train, train_labels, steps=20)
+    trained = digits_classifier.load_or_train(path, seed=0, steps=300)
+    again = digits_model[0]  # train_classifier(key(0), the train split, steps=300)
     monkeypatch.setattr(digits_classifier, "train_classifier", lambda *a, **k: pytest.fail("retrained"))
-    loaded = digits_classifier.load_or_train(path, seed=3, steps=20)
+    loaded = digits_classifier.load_or_train(path, seed=0, steps=300)
     for a, b, c in zip(jax.tree.leaves(trained), jax.tree.leaves(again), jax.tree.leaves(loaded)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
@@ -261,6 +260,12 @@ def _fake_pytorch_fid_state_dict(rng):
         else:
             state["fc." + ("weight" if name == "kernel" else "bias")] = rng.normal(size=shape[::-1])
     return state
+
+
+@pytest.fixture(scope="module")
+def fake_state_dict():
+    """One fake pytorch-fid state dict (24M random numbers) for the converter and weight-file tests."""
+    return _fake_pytorch_fid_state_dict(np.random.default_rng(3))
 
 
 def test_inception_has_the_fid_networks_tensors():
@@ -315,9 +320,9 @@ def test_average_pools_inside_blocks_ignore_the_padding():
     np.testing.assert_allclose(inception._avg_pool_same(np.ones((1, 4, 4, 2), np.float32)), 1.0)
 
 
-def test_converter_maps_pytorch_fid_tensors_to_the_flax_layout(tmp_path):
-    rng = np.random.default_rng(3)
-    state = _fake_pytorch_fid_state_dict(rng)
+def test_converter_maps_pytorch_fid_tensors_to_the_flax_layout(fake_state_dict):
+    rng = np.random.default_rng(4)
+    state = fake_state_dict
     arrays = convert_inception_weights.convert_state_dict(state)
     np.testing.assert_array_equal(arrays["Mixed_6b/branch7x7_2/conv/kernel"],
                                   state["Mixed_6b.branch7x7_2.conv.weight"].transpose(2, 3, 1, 0).astype(np.float32))
@@ -337,8 +342,8 @@ def test_converter_maps_pytorch_fid_tensors_to_the_flax_layout(tmp_path):
                                                       if k != "Mixed_5b.branch1x1.conv.weight"})
 
 
-def test_weight_file_round_trips_and_bad_files_get_one_clear_error(tmp_path):
-    arrays = convert_inception_weights.convert_state_dict(_fake_pytorch_fid_state_dict(np.random.default_rng(4)))
+def test_weight_file_round_trips_and_bad_files_get_one_clear_error(tmp_path, fake_state_dict):
+    arrays = convert_inception_weights.convert_state_dict(fake_state_dict)
     path = str(tmp_path / "inception_fid.npz")
     inception.save_weights(path, arrays, source_sha256=inception.SOURCE_SHA256_PREFIX + "0" * 56)
     params = inception.load_weights(path, expected_content_sha256=inception.content_sha256(arrays))
@@ -353,12 +358,16 @@ def test_weight_file_round_trips_and_bad_files_get_one_clear_error(tmp_path):
         return message
 
     assert "no Inception weights" in error_of(str(tmp_path / "missing.npz"))
-    assert "not the pinned weights" in error_of(path, expected_content_sha256="0" * 64)
-    tampered = dict(np.load(path))
+    # The digest and source checks come before the layout's: a one-array file reaches them (the
+    # 24M-parameter file would be written and hashed once more for each).
+    small = {"fc/bias": arrays["fc/bias"]}
+    inception.save_weights(str(tmp_path / "small.npz"), small, source_sha256=inception.SOURCE_SHA256_PREFIX + "0" * 56)
+    assert "not the pinned weights" in error_of(str(tmp_path / "small.npz"), expected_content_sha256="0" * 64)
+    tampered = dict(np.load(tmp_path / "small.npz"))
     tampered["fc/bias"] = tampered["fc/bias"] + 1
     np.savez(tmp_path / "tampered.npz", **tampered)
     assert "corrupt" in error_of(str(tmp_path / "tampered.npz"))
-    inception.save_weights(str(tmp_path / "other.npz"), arrays, source_sha256="f" * 64)
+    inception.save_weights(str(tmp_path / "other.npz"), small, source_sha256="f" * 64)
     assert "converted from a file" in error_of(str(tmp_path / "other.npz"))
     arrays["fc/bias"] = arrays["fc/bias"][:1000]
     inception.save_weights(str(tmp_path / "shape.npz"), arrays, source_sha256=inception.SOURCE_SHA256_PREFIX)

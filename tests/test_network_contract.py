@@ -37,10 +37,10 @@ LABELS = jnp.array([0, 3, 1, 2], jnp.int32)
 
 
 def randomised(params, seed=1):
-    """Every leaf replaced by normal draws (the MLP's output layer starts at zero)."""
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(tree, [0.5 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)])
+    """Every leaf (an array or a ShapeDtypeStruct) replaced by N(0, 0.5^2) draws (the MLP's
+    output layer starts at zero); drawn with numpy, so no program is compiled per leaf shape."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda leaf: (0.5 * rng.normal(size=leaf.shape)).astype(np.float32), params)
 
 
 NETWORKS = {
@@ -55,56 +55,70 @@ def init(network, condition=None):
     return network.init({"params": key, "dropout": key}, X, T, condition, train=False)
 
 
+def init_shapes(network, condition=None):
+    """The variables' shapes (traced, not compiled: enough where only shapes or errors are checked)."""
+    return jax.eval_shape(lambda: init(network, condition))
+
+
+def jitted_apply(network):
+    """network.apply compiled once per test (eagerly, each of its operations is a program)."""
+    return jax.jit(lambda params, x, t, condition=None, train=False, key=None: network.apply(
+        params, x, t, condition, train=train, rngs=None if key is None else {"dropout": key}),
+        static_argnames="train")
+
+
 # --- the networks ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(NETWORKS))
 @pytest.mark.parametrize("num_classes", [0, 5])
 def test_batched_call_shapes(name, num_classes):
     network = NETWORKS[name](num_classes=num_classes)
     condition = LABELS if num_classes else None
-    params = init(network, condition)
-    out = network.apply(params, X, T, condition, train=True, rngs={"dropout": jax.random.key(1)})
+    params = init_shapes(network, condition)
+    out = jax.eval_shape(lambda p: network.apply(p, X, T, condition, train=True, rngs={"dropout": jax.random.key(1)}),
+                         params)
     assert out.shape == (B, D + 1 if name == "mlp_field" else D)
-    assert network.apply(params, X, T, condition, train=False).shape == out.shape
+    assert jax.eval_shape(lambda p: network.apply(p, X, T, condition, train=False), params).shape == out.shape
 
 
 @pytest.mark.parametrize("name", ["mlp", "concatsquash"])
 def test_flat_networks_refuse_images_and_a_scalar_noise_level(name):
     network = NETWORKS[name]()
-    params = init(network)
+    params = init_shapes(network)
     images = jnp.zeros((B, 8, 8, 1))
     with pytest.raises(ValueError, match=r"batch of vectors x \[B, D\], got shape \(4, 8, 8, 1\).*U-Net"):
-        network.apply(params, images, T, None)
+        jax.eval_shape(lambda p: network.apply(p, images, T, None), params)
     with pytest.raises(ValueError, match=r"one noise level per example, shape \(4,\), got shape \(\)"):
-        network.apply(params, X, jnp.float32(0.5), None)
+        jax.eval_shape(lambda p: network.apply(p, X, jnp.float32(0.5), None), params)
 
 
 @pytest.mark.parametrize("name", ["mlp", "concatsquash"])
 def test_condition_must_match_how_the_network_was_built(name):
     unconditional = NETWORKS[name]()
-    params = init(unconditional)
+    params = init_shapes(unconditional)
     with pytest.raises(ValueError, match=r"is unconditional \(num_classes=0\) and got a condition"):
-        unconditional.apply(params, X, T, LABELS)
+        jax.eval_shape(lambda p: unconditional.apply(p, X, T, LABELS), params)
     conditional = NETWORKS[name](num_classes=5)
-    params = init(conditional, LABELS)
+    params = init_shapes(conditional, LABELS)
     with pytest.raises(ValueError, match=r"is class-conditional \(num_classes=5\) and needs condition"):
-        conditional.apply(params, X, T, None)
+        jax.eval_shape(lambda p: conditional.apply(p, X, T, None), params)
     with pytest.raises(ValueError, match=r"integer labels of shape \(4,\)"):
-        conditional.apply(params, X, T, LABELS.astype(jnp.float32))
+        jax.eval_shape(lambda p: conditional.apply(p, X, T, LABELS.astype(jnp.float32)), params)
 
 
 @pytest.mark.parametrize("name", ["mlp", "concatsquash"])
 def test_a_conditional_network_depends_on_its_label(name):
     network = NETWORKS[name](num_classes=5)
-    params = randomised(init(network, LABELS))
+    params = randomised(init_shapes(network, LABELS))
+    apply = jitted_apply(network)
     same_x, same_t = jnp.broadcast_to(X[:1], X.shape), jnp.full((B,), 0.4)
-    out = network.apply(params, same_x, same_t, LABELS)
-    again = network.apply(params, same_x, same_t, jnp.array([0, 3, 0, 3], jnp.int32))
+    out = np.asarray(apply(params, same_x, same_t, LABELS))
+    again = np.asarray(apply(params, same_x, same_t, jnp.array([0, 3, 0, 3], jnp.int32)))
     np.testing.assert_array_equal(out[:2], again[:2])  # same input and label, same output
     np.testing.assert_array_equal(out[0], again[2])
     # Different labels, different outputs (each pair of the four labels).
     for i in range(B):
         for j in range(i):
-            assert float(jnp.max(jnp.abs(out[i] - out[j]))) > 1e-3, (i, j)
+            assert float(np.max(np.abs(out[i] - out[j]))) > 1e-3, (i, j)
 
 
 class TinyDropout(nn.Module):
@@ -117,14 +131,15 @@ class TinyDropout(nn.Module):
 
 @pytest.mark.parametrize("network", [TinyDropout(), NETWORKS["mlp"](dropout=0.5)], ids=["tiny", "mlp"])
 def test_dropout_draws_from_the_key_in_train_mode_only(network):
-    params = randomised(init(network))
+    params = randomised(init_shapes(network))
+    apply = jitted_apply(network)
     k1, k2 = jax.random.key(1), jax.random.key(2)
-    train_1 = network.apply(params, X, T, None, train=True, rngs={"dropout": k1})
-    train_2 = network.apply(params, X, T, None, train=True, rngs={"dropout": k2})
-    assert float(jnp.max(jnp.abs(train_1 - train_2))) > 1e-3
-    np.testing.assert_array_equal(train_1, network.apply(params, X, T, None, train=True, rngs={"dropout": k1}))
-    eval_1 = network.apply(params, X, T, None, train=False)
-    np.testing.assert_array_equal(eval_1, network.apply(params, X, T, None, train=False, rngs={"dropout": k2}))
+    train_1 = np.asarray(apply(params, X, T, None, train=True, key=k1))
+    train_2 = np.asarray(apply(params, X, T, None, train=True, key=k2))
+    assert float(np.max(np.abs(train_1 - train_2))) > 1e-3
+    np.testing.assert_array_equal(train_1, apply(params, X, T, None, train=True, key=k1))
+    eval_1 = apply(params, X, T, None, train=False)
+    np.testing.assert_array_equal(eval_1, apply(params, X, T, None, train=False, key=k2))
 
 
 def quick_config():
@@ -140,10 +155,13 @@ def test_experiment_model_passes_train_and_dropout_key_to_the_network():
     config = quick_config()
     config.model.kwargs.dropout = 0.5
     experiment = build_experiment(config, jax.devices()[:1])
-    fn = experiment.model(randomised(experiment.init_state().params)).output_fn
+    params = randomised(experiment.state_shapes.params)
+    fn = jax.jit(lambda params, x, t, dropout_key=None, train=False: experiment.model(params).output_fn(
+        x, t, dropout_key=dropout_key, train=train), static_argnames="train")
     k1, k2 = jax.random.key(1), jax.random.key(2)
-    assert float(jnp.max(jnp.abs(fn(X, T, dropout_key=k1, train=True) - fn(X, T, dropout_key=k2, train=True)))) > 1e-3
-    np.testing.assert_array_equal(fn(X, T), fn(X, T, dropout_key=k2, train=False))
+    trained = [np.asarray(fn(params, X, T, dropout_key=k, train=True)) for k in (k1, k2)]
+    assert float(np.max(np.abs(trained[0] - trained[1]))) > 1e-3
+    np.testing.assert_array_equal(fn(params, X, T), fn(params, X, T, dropout_key=k2, train=False))
 
 
 # --- what objectives and samplers pass to the model ------------------------------------------------
@@ -171,12 +189,17 @@ def test_objective_passes_labels_train_and_its_dropout_key(name):
     width = D + 1 if kind == "poisson_field" else D
     recorder = Recorder(lambda x, t, condition: jnp.zeros((x.shape[0], width)) + 0.1)
     keys = example_keys(jax.random.key(3), B)
-    loss(Model(recorder, kind), process, {"x": X, "label": LABELS}, keys)
-    (call,) = recorder.calls
-    np.testing.assert_array_equal(call["condition"], LABELS)
-    assert call["train"] is True
-    expected = jax.random.fold_in(keys[0], DROPOUT_STREAM)
-    np.testing.assert_array_equal(jax.random.key_data(call["dropout_key"]), jax.random.key_data(expected))
+
+    @jax.jit
+    def passed(keys):  # what the model received (compiled whole; eagerly each operation is a program)
+        loss(Model(recorder, kind), process, {"x": X, "label": LABELS}, keys)
+        (call,) = recorder.calls
+        return call["condition"], jax.random.key_data(call["dropout_key"]), jax.random.fold_in(keys[0], DROPOUT_STREAM)
+
+    condition, dropout_key, expected = passed(keys)
+    np.testing.assert_array_equal(condition, LABELS)
+    assert recorder.calls[0]["train"] is True
+    np.testing.assert_array_equal(dropout_key, jax.random.key_data(expected))
 
 
 def test_cnf_objective_passes_each_label_in_train_mode():
@@ -186,10 +209,16 @@ def test_cnf_objective_passes_each_label_in_train_mode():
     recorder = Recorder(lambda x, t, condition: jnp.broadcast_to(condition[:, None].astype(x.dtype), x.shape))
     keys = example_keys(jax.random.key(3), B)
     options = dict(solver="euler", num_steps=2)
-    loss, _ = cnf_maximum_likelihood_loss(Model(recorder, "velocity"), process, {"x": X, "label": LABELS}, keys, **options)
+
+    @jax.jit
+    def loss_and_expected(keys):
+        loss, _ = cnf_maximum_likelihood_loss(Model(recorder, "velocity"), process, {"x": X, "label": LABELS}, keys,
+                                              **options)
+        shift = jnp.broadcast_to(LABELS[:, None].astype(X.dtype) * process.t_max, X.shape)
+        return loss, -jnp.mean(jax.vmap(process.prior_log_prob)(X + shift))  # constant field: divergence 0
+
+    loss, expected = loss_and_expected(keys)
     assert recorder.calls and all(call["train"] is True and call["dropout_key"] is not None for call in recorder.calls)
-    shift = jnp.broadcast_to(LABELS[:, None].astype(X.dtype) * process.t_max, X.shape)
-    expected = -jnp.mean(jax.vmap(process.prior_log_prob)(X + shift))  # constant field: divergence 0
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
@@ -207,10 +236,11 @@ def test_every_sampler_passes_each_samples_label_in_eval_mode(sampler):
     config.samplers.ddim.num_steps = 5
     config.samplers.edm_heun.num_steps = 5
     recorder = label_denoiser()
-    result = factory.build_sampler(config, sampler)(VPSDE(), Model(recorder, "denoised"), jax.random.key(0), B, (D,),
-                                                    condition=LABELS)
-    expected = jnp.broadcast_to(LABELS[:, None].astype(jnp.float32), (B, D))
-    np.testing.assert_allclose(result.samples, expected, atol=0.05)
+    sample = factory.build_sampler(config, sampler)
+    samples = jax.jit(lambda key: sample(VPSDE(), Model(recorder, "denoised"), key, B, (D,),
+                                         condition=LABELS).samples)(jax.random.key(0))
+    expected = np.broadcast_to(np.asarray(LABELS, np.float32)[:, None], (B, D))
+    np.testing.assert_allclose(samples, expected, atol=0.05)
     assert recorder.calls and all(call["train"] is False and call["dropout_key"] is None for call in recorder.calls)
 
 

@@ -15,6 +15,9 @@ from genjax.nets.unet import DDPMpp, NCSNpp, SongUNet, resampling
 from genjax.nets.unet.blocks import AttentionBlock, ConvDownsample, ResidualBlock
 
 TINY = dict(model_channels=16, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,))
+# One level (residual and attention blocks, no resampling) for the checks that compile the
+# network's values: half of TINY's compile time; the levels are checked on TINY's shapes.
+ONE_LEVEL = dict(model_channels=16, channel_mult=(1,), num_blocks=1, attn_resolutions=(8,))
 KEYS = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
 
 
@@ -26,8 +29,18 @@ def variables_like(network, x, noise_level, condition=None, seed=0):
     """Random O(1) variables of the network's structure (from `jax.eval_shape`, no compiled
     init): weights N(0, 1 / fan_in), biases and norm offsets N(0, 0.1^2), norm scales
     1 + N(0, 0.1^2), Fourier frequencies N(0, 16^2). Unlike the real init, whose output
-    layer is ~0, the output is O(1), so a change of the output is visible."""
-    shapes = jax.eval_shape(lambda: network.init(KEYS, x, noise_level, condition, train=False))
+    layer is ~0, the output is O(1), so a change of the output is visible. Made once per
+    network and input structure (the tests only read them)."""
+    condition_shape = None if condition is None else (jnp.shape(condition), jnp.result_type(condition))
+    return _variables_like(network, jnp.shape(x), jnp.shape(noise_level), condition_shape, seed)
+
+
+@functools.lru_cache(maxsize=None)
+def _variables_like(network, x_shape, noise_shape, condition_shape, seed):
+    x, noise_level = jax.ShapeDtypeStruct(x_shape, jnp.float32), jax.ShapeDtypeStruct(noise_shape, jnp.float32)
+    condition = None if condition_shape is None else jax.ShapeDtypeStruct(*condition_shape)
+    shapes = jax.eval_shape(lambda x, noise_level, condition: network.init(KEYS, x, noise_level, condition,
+                                                                          train=False), x, noise_level, condition)
     rng = np.random.RandomState(seed)
 
     def fill(path, leaf):
@@ -58,7 +71,8 @@ def loss_and_grad(network, variables, x, noise_level, key):
 
 
 def largest_difference(a, b):
-    return float(jnp.max(jnp.abs(a - b)))
+    """max |a - b| on the host (numpy: no small program compiled per call)."""
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
 
 @pytest.mark.parametrize("name", ["ddpmpp", "ncsnpp", "song_unet"])
@@ -68,8 +82,7 @@ def test_named_networks_map_images_to_float32_images_of_the_same_shape(name, pyr
         TINY, progressive_input=pyramids[0], progressive=pyramids[1])}})
     network = factory.build_network(config)
     x, sigma = images(), jnp.array([0.5, 2.0])
-    out = jax.eval_shape(lambda: network.apply(network.init(KEYS, x, sigma), x, sigma, train=True,
-                                               rngs={"dropout": KEYS["dropout"]}))
+    out, _ = jax.eval_shape(lambda: network.init_with_output(KEYS, x, sigma, train=True))  # a train-mode call
     assert out.shape == x.shape and out.dtype == jnp.float32
 
 
@@ -80,10 +93,9 @@ def test_attention_sits_at_the_attention_resolutions_and_in_the_middle():
     network = SongUNet(model_channels=16, channel_mult=(1, 1, 1), num_blocks=2, attn_resolutions=(8,))
     x, sigma = images(size=16), jnp.ones((2,))
 
-    def attention_outputs():
-        _, state = network.apply(network.init(KEYS, x, sigma), x, sigma, mutable=["intermediates"],
-                                 capture_intermediates=lambda module, _: isinstance(module, AttentionBlock))
-        return state["intermediates"]
+    def attention_outputs():  # init's own call, captured (one trace)
+        return network.init(KEYS, x, sigma, mutable=True,
+                            capture_intermediates=lambda module, _: isinstance(module, AttentionBlock))["intermediates"]
 
     captured = jax.eval_shape(attention_outputs)
     resolutions = [captured[f"AttentionBlock_{i}"]["__call__"][0].shape[1] for i in range(len(captured))]
@@ -107,17 +119,33 @@ def test_untrained_network_outputs_about_zero():
     assert float(jnp.std(params["Conv_0"]["kernel"])) > 0.05 and float(jnp.std(params["Conv_1"]["kernel"])) < 1e-4
 
 
+@jax.jit
+def untrained_block_outputs(x, emb):
+    """{skip_rescale: (residual block output, attention block output)} at their initial weights."""
+    outputs = {}
+    for skip_rescale in (True, False):
+        block = ResidualBlock(16, dropout=0.0, skip_rescale=skip_rescale)
+        attention = AttentionBlock(skip_rescale=skip_rescale)
+        outputs[skip_rescale] = (block.apply(block.init(KEYS, x, emb, False), x, emb, False),
+                                 attention.apply(attention.init(KEYS, x), x))
+    return outputs
+
+
 @pytest.mark.parametrize("skip_rescale, factor", [(True, 1 / math.sqrt(2.0)), (False, 1.0)])
 def test_untrained_blocks_are_the_rescaled_identity(skip_rescale, factor):
     """Each block closes its residual branch with a ~0 layer, so it starts as s x."""
     x, emb = images(channels=16), jax.random.normal(jax.random.key(3), (2, 64))
-    block = ResidualBlock(16, dropout=0.0, skip_rescale=skip_rescale)
-    np.testing.assert_allclose(block.apply(block.init(KEYS, x, emb, False), x, emb, False), factor * x, atol=1e-4)
-    attention = AttentionBlock(skip_rescale=skip_rescale)
-    np.testing.assert_allclose(attention.apply(attention.init(KEYS, x), x), factor * x, atol=1e-4)
+    residual_out, attention_out = untrained_block_outputs(x, emb)[skip_rescale]
+    np.testing.assert_allclose(residual_out, factor * x, atol=1e-4)
+    np.testing.assert_allclose(attention_out, factor * x, atol=1e-4)
 
 
-@pytest.mark.parametrize("network", [DDPMpp(**TINY), NCSNpp(**TINY, scale_output_by_noise_level=False)],
+# One network for the dropout, bf16, remat and positional-embedding checks, so that they share
+# compiled programs (dropout is off in eval mode).
+DROPOUT = DDPMpp(**ONE_LEVEL, dropout=0.5)
+
+
+@pytest.mark.parametrize("network", [DROPOUT, NCSNpp(**ONE_LEVEL, scale_output_by_noise_level=False)],
                          ids=["positional", "fourier"])
 def test_output_depends_on_each_example_s_own_noise_level(network):
     x = images()
@@ -130,13 +158,13 @@ def test_output_depends_on_each_example_s_own_noise_level(network):
 
 def test_scale_output_by_noise_level_divides_by_it():
     x, sigma = images(), jnp.array([0.5, 3.0])
-    scaled = NCSNpp(**TINY)
+    scaled = NCSNpp(**ONE_LEVEL)
     variables = variables_like(scaled, x, sigma)
     plain = run(scaled.clone(scale_output_by_noise_level=False), variables, x, sigma)
     np.testing.assert_allclose(run(scaled, variables, x, sigma) * sigma[:, None, None, None], plain, rtol=1e-5, atol=1e-6)
 
 
-CONDITIONAL = SongUNet(**TINY, num_classes=3, dropout=0.0, label_dropout=0.5)
+CONDITIONAL = SongUNet(**ONE_LEVEL, num_classes=3, dropout=0.0, label_dropout=0.5)
 
 
 def test_class_label_changes_the_output_of_its_example_only():
@@ -167,10 +195,6 @@ def test_dropped_labels_use_the_null_label_of_condition_none():
     assert 0 < sum(dropped) < len(dropped)
 
 
-# One network for the dropout, bf16 and remat checks, so that they share compiled programs.
-DROPOUT = DDPMpp(**TINY, dropout=0.5)
-
-
 def test_dropout_only_in_training_and_from_the_dropout_key():
     """Evaluation needs no "dropout" rng (a dropout layer left on would ask for one)."""
     network = DROPOUT
@@ -187,7 +211,8 @@ def test_dropout_only_in_training_and_from_the_dropout_key():
 
 
 def _relative(a, b):
-    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def test_bfloat16_compute_is_within_bfloat16_precision_of_float32():
@@ -201,7 +226,7 @@ def test_bfloat16_compute_is_within_bfloat16_precision_of_float32():
     out, out_half = run(network, variables, x, t), run(half, variables, x, t)
     assert out_half.dtype == jnp.float32
     assert 1e-3 < _relative(out_half, out) < 3e-2
-    loss, loss_half = (jnp.mean((y - x) ** 2) for y in (out, out_half))
+    loss, loss_half = (np.mean((np.asarray(y) - np.asarray(x)) ** 2) for y in (out, out_half))
     assert abs(float(loss_half / loss) - 1) < 1e-2
 
 
@@ -230,21 +255,25 @@ def test_remat_leaves_the_loss_gradient_unchanged():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+# The resampling layers compiled whole (eagerly, each of their slices and sums is a program).
+downsample = jax.jit(resampling.downsample, static_argnums=1)
+upsample = jax.jit(resampling.upsample, static_argnums=1)
+
+
 def test_resampling_with_the_box_filter_is_average_pooling_and_nearest_neighbour():
     x = np.asarray(images(channels=2))
-    np.testing.assert_allclose(resampling.downsample(x, (1, 1)), x.reshape(2, 4, 2, 4, 2, 2).mean(axis=(2, 4)),
-                               atol=1e-6)
-    np.testing.assert_array_equal(resampling.upsample(x, (1, 1)), x.repeat(2, axis=1).repeat(2, axis=2))
+    np.testing.assert_allclose(downsample(x, (1, 1)), x.reshape(2, 4, 2, 4, 2, 2).mean(axis=(2, 4)), atol=1e-6)
+    np.testing.assert_array_equal(upsample(x, (1, 1)), x.repeat(2, axis=1).repeat(2, axis=2))
 
 
 def test_fir_resampling_keeps_a_constant_image_constant_away_from_the_border():
     """k = f f^T / (sum f)^2 with f = (1, 3, 3, 1), zero padding split evenly (upfirdn2d):
     a border pixel of the 4x4 result sees (3 + 3 + 1) / 8 of the image per axis."""
     ones = jnp.ones((1, 8, 8, 1))
-    down = np.asarray(resampling.downsample(ones, (1, 3, 3, 1)))[0, :, :, 0]
+    down = np.asarray(downsample(ones, (1, 3, 3, 1)))[0, :, :, 0]
     edge = np.array([7 / 8, 1, 1, 7 / 8])
     np.testing.assert_allclose(down, np.outer(edge, edge), atol=1e-6)
-    up = np.asarray(resampling.upsample(ones, (1, 3, 3, 1)))[0, :, :, 0]
+    up = np.asarray(upsample(ones, (1, 3, 3, 1)))[0, :, :, 0]
     edge = np.array([3 / 4] + [1] * 14 + [3 / 4])
     np.testing.assert_allclose(up, np.outer(edge, edge), atol=1e-6)
 
@@ -292,11 +321,17 @@ def test_fused_conv_downsample_is_blur_then_strided_conv_as_score_sde_computes_i
     convolution with stride 2; ConvDownsample convolves first and blurs with stride."""
     x = images(size=8, channels=2)
     layer = ConvDownsample(3, (1, 3, 3, 1))
-    params = layer.init(KEYS, x)["params"]["Conv_0"]
-    padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
-    blur = jnp.tile(jnp.asarray(resampling.filter_2d((1, 3, 3, 1)))[:, :, None, None], (1, 1, 1, 2))
-    blurred = jax.lax.conv_general_dilated(padded, blur, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                           feature_group_count=2)
-    reference = jax.lax.conv_general_dilated(blurred, params["kernel"], (2, 2), "VALID",
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["bias"]
-    np.testing.assert_allclose(layer.apply({"params": {"Conv_0": params}}, x), reference, atol=1e-5)
+    blur = np.tile(resampling.filter_2d((1, 3, 3, 1))[:, :, None, None], (1, 1, 1, 2))
+
+    @jax.jit
+    def layer_and_reference(x):
+        params = layer.init(KEYS, x)["params"]["Conv_0"]
+        padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+        blurred = jax.lax.conv_general_dilated(padded, blur, (1, 1), "VALID", feature_group_count=2,
+                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        reference = jax.lax.conv_general_dilated(blurred, params["kernel"], (2, 2), "VALID",
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["bias"]
+        return layer.apply({"params": {"Conv_0": params}}, x), reference
+
+    out, reference = layer_and_reference(x)
+    np.testing.assert_allclose(out, reference, atol=1e-5)

@@ -10,6 +10,8 @@ predictions are confident and spread evenly over the K classes.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +33,12 @@ def inception_score(logits, num_splits: int = DEFAULT_NUM_SPLITS) -> tuple[float
     size = logits.shape[0] // num_splits
     if logits.ndim != 2 or size < 1:
         raise ValueError(f"inception_score needs logits [N, K] with N >= num_splits={num_splits}, got {logits.shape}")
-    log_p = jax.nn.log_softmax(logits[:size * num_splits], axis=-1).reshape(num_splits, size, -1)
-    scores = np.asarray(jax.vmap(_split_score)(log_p), np.float64)
+    scores = np.asarray(_split_scores(logits[:size * num_splits], num_splits), np.float64)
     return float(scores.mean()), float(scores.std())
+
+
+@functools.partial(jax.jit, static_argnames="num_splits")
+def _split_scores(logits: jax.Array, num_splits: int) -> jax.Array:
+    """The IS of each of `num_splits` equal consecutive splits of logits [N, K], one program."""
+    log_p = jax.nn.log_softmax(logits, axis=-1).reshape(num_splits, logits.shape[0] // num_splits, -1)
+    return jax.vmap(_split_score)(log_p)
