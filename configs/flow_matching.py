@@ -46,7 +46,7 @@ held-out points; noise floor SWD 0.064), measured 2026-11-25 on the same loaded 
     coupling                      train   SWD    MMD      NFE   NLL (nats/dim)   NLL NFE
     independent (I-CFM)           ~2 min  0.131  0.0046   91    1.897 +- 0.006   833
     independent, path=vp          ~1.5 min 0.106 0.0023   94    1.855 +- 0.005   832
-    sinkhorn_ot (OT-CFM)          ~2 min  0.138  0.0041   60    1.839 +- 0.005   646
+    sinkhorn_ot (OT-CFM)          ~1 min  0.120  0.0028   59    1.835 +- 0.005   636   (5 x 10 levels)
     reflow of the I-CFM run       42 s*   0.174  -        48    -                -
     (* 3000 student steps on 20000 ODE pairs of the I-CFM run, drawn in 512 s at 622 NFE
      each (tsit5, 1e-5); `python -m experiments.reflow --teacher_workdir=... --workdir=...
