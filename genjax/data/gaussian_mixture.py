@@ -41,41 +41,33 @@ class GaussianMixture:
         noise = jax.random.normal(key_noise, (num, self.dim), dtype=self.means.dtype)
         return self.means[components] + jnp.einsum("nij,nj->ni", chol[components], noise)
 
-    def _component_terms(self, x: jax.Array, alpha=1.0, sigma=0.0) -> tuple[jax.Array, jax.Array]:
-        """(log w_k + log N(x; alpha mu_k, C_k), C_k^{-1} (x - alpha mu_k)) per component, shape [K] and
-        [K, D], for C_k = alpha^2 Sigma_k + sigma^2 I (alpha = 1, sigma = 0: the mixture itself).
-        With Sigma_k = U_k diag(lambda_k) U_k^T (one eigendecomposition of the data covariances,
-        independent of x and t), C_k = U_k diag(alpha^2 lambda_k + sigma^2) U_k^T: no
-        factorisation per point or per time, which keeps the oracle cheap inside samplers."""
-        eigenvalues, eigenvectors = jnp.linalg.eigh(self.covariances)  # [K, D], [K, D, D]
-        variances = alpha**2 * eigenvalues + sigma**2
-        rotated = jnp.sum(eigenvectors * (x - alpha * self.means)[..., :, None], axis=-2)  # U_k^T (x - alpha mu_k)
-        log_det = jnp.sum(jnp.log(variances), axis=-1)
-        log_normal = -0.5 * (jnp.sum(rotated**2 / variances, -1) + log_det + self.dim * jnp.log(2.0 * jnp.pi))
-        precision_times_diff = jnp.sum(eigenvectors * (rotated / variances)[..., None, :], axis=-1)  # U_k diag(1/v_k) U_k^T (x - alpha mu_k)
-        return jnp.log(self.weights) + log_normal, precision_times_diff
+    def _whitened(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(L_k, L_k^{-1} (x - mu_k)) per component, Sigma_k = L_k L_k^T (one factorisation,
+        shared by the density and the score)."""
+        chol = jnp.linalg.cholesky(self.covariances)  # [K, D, D]
+        solved = jax.scipy.linalg.solve_triangular(chol, (x - self.means)[..., None], lower=True)
+        return chol, solved
+
+    def _component_log_probs(self, chol: jax.Array, solved: jax.Array) -> jax.Array:
+        log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+        log_normal = -0.5 * (jnp.sum(solved[..., 0] ** 2, -1) + log_det + self.dim * jnp.log(2.0 * jnp.pi))
+        return jnp.log(self.weights) + log_normal
 
     def component_log_probs(self, x: jax.Array) -> jax.Array:
         """log w_k + log N(x; mu_k, Sigma_k) for one point x [D], shape [K]."""
-        return self._component_terms(x)[0]
+        return self._component_log_probs(*self._whitened(x))
 
     def log_prob(self, x: jax.Array) -> jax.Array:
         """log p(x) for one point x [D] (vmap for batches)."""
-        return self.perturbed_log_prob(x, 1.0, 0.0)
+        return jax.scipy.special.logsumexp(self.component_log_probs(x))
 
     def score(self, x: jax.Array) -> jax.Array:
-        """grad_x log p(x) = sum_k r_k(x) Sigma_k^{-1} (mu_k - x), r_k the responsibilities."""
-        return self.perturbed_score(x, 1.0, 0.0)
-
-    def perturbed_log_prob(self, x: jax.Array, alpha: jax.Array, sigma: jax.Array) -> jax.Array:
-        """log p_t(x) of the law of alpha x_0 + sigma eps (`perturbed`), for one point x [D]."""
-        return jax.scipy.special.logsumexp(self._component_terms(x, alpha, sigma)[0])
-
-    def perturbed_score(self, x: jax.Array, alpha: jax.Array, sigma: jax.Array) -> jax.Array:
-        """grad_x log p_t(x) = -sum_k r_k(x) C_k^{-1} (x - alpha mu_k), r_k the responsibilities
-        under p_t (`perturbed`), for one point x [D]."""
-        log_probs, precision_times_diff = self._component_terms(x, alpha, sigma)
-        return -jnp.sum(jax.nn.softmax(log_probs)[:, None] * precision_times_diff, axis=0)
+        """grad_x log p(x) = sum_k r_k(x) Sigma_k^{-1} (mu_k - x), r_k the responsibilities;
+        Sigma_k^{-1} (x - mu_k) = L_k^{-T} (L_k^{-1} (x - mu_k)) from the same Cholesky factor."""
+        chol, solved = self._whitened(x)
+        responsibilities = jax.nn.softmax(self._component_log_probs(chol, solved))
+        precision_times_diff = jax.scipy.linalg.solve_triangular(chol, solved, lower=True, trans="T")[..., 0]
+        return -jnp.sum(responsibilities[:, None] * precision_times_diff, axis=0)
 
     def posterior_means(self, x: jax.Array, alpha: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(E[x_0 | x_t = x], E[eps | x_t = x]) for x_t = alpha x_0 + sigma eps, x_0 from the
@@ -84,8 +76,10 @@ class GaussianMixture:
         E[eps | x, k] = sigma C_k^{-1} (x - alpha mu_k), weighted by the responsibilities of
         the perturbed mixture. Finite at alpha = 0 (the prior end of a flow path) and, for
         positive-definite Sigma_k, at sigma = 0."""
-        log_probs, precision_times_diff = self._component_terms(x, alpha, sigma)
-        responsibilities = jax.nn.softmax(log_probs)
+        blurred = self.perturbed(alpha, sigma)
+        chol, solved = blurred._whitened(x)
+        responsibilities = jax.nn.softmax(blurred._component_log_probs(chol, solved))
+        precision_times_diff = jax.scipy.linalg.solve_triangular(chol, solved, lower=True, trans="T")[..., 0]
         data = self.means + alpha * jnp.einsum("kij,kj->ki", self.covariances, precision_times_diff)
         weighted = lambda values: jnp.sum(responsibilities[:, None] * values, axis=0)
         return weighted(data), sigma * weighted(precision_times_diff)
@@ -129,7 +123,7 @@ def perturbed_score_fn(mixture: GaussianMixture, process) -> Callable[[jax.Array
 
     def score(x, t):
         alpha, sigma = process.marginal_coefficients(t)
-        return mixture.perturbed_score(x, alpha, sigma)
+        return mixture.perturbed(alpha, sigma).score(x)
 
     return score
 
@@ -155,7 +149,7 @@ def perturbed_log_prob_fn(mixture: GaussianMixture, process) -> Callable[[jax.Ar
 
     def log_prob(x, t):
         alpha, sigma = process.marginal_coefficients(t)
-        return mixture.perturbed_log_prob(x, alpha, sigma)
+        return mixture.perturbed(alpha, sigma).log_prob(x)
 
     return log_prob
 
