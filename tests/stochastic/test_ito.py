@@ -22,22 +22,28 @@ def test_ito_sum_is_telescoping_identity_path_by_path():
 
 def test_ito_and_midpoint_sums_converge_to_their_closed_forms():
     n = 256
-    fine = paths_on_fine_grid(n)
-    coarse = fine[:, ::2]
-    w_t = fine[:, -1]
-    ito_error = ito.ito_sum(coarse, coarse) - ito.ito_integral_w_dw(w_t, T)
-    strat_error = ito.stratonovich_midpoint_sum(fine, fine) - ito.stratonovich_integral_w_dw(w_t)
-    msq, msq_se = statistics.mean_and_standard_error(ito_error**2)
-    assert abs(float(msq) - T**2 / (2 * n)) < 4 * float(msq_se)
-    msq, msq_se = statistics.mean_and_standard_error(strat_error**2)
-    assert abs(float(msq) - T**2 / (4 * n)) < 4 * float(msq_se)
+
+    @jax.jit
+    def statistics_of_the_sums():
+        fine = paths_on_fine_grid(n)
+        coarse = fine[:, ::2]
+        w_t = fine[:, -1]
+        ito_error = ito.ito_sum(coarse, coarse) - ito.ito_integral_w_dw(w_t, T)
+        strat_error = ito.stratonovich_midpoint_sum(fine, fine) - ito.stratonovich_integral_w_dw(w_t)
+        gap = ito.stratonovich_midpoint_sum(fine, fine) - ito.ito_sum(coarse, coarse)
+        not_ito = ito.stratonovich_midpoint_sum(fine, fine) - ito.ito_integral_w_dw(w_t, T)
+        return (statistics.mean_and_standard_error(ito_error**2), statistics.mean_and_standard_error(strat_error**2),
+                statistics.mean_and_standard_error(gap), jnp.mean(jnp.abs(not_ito - T / 2)))
+
+    (msq_ito, se_ito), (msq_strat, se_strat), (gap, gap_se), not_ito_distance = jax.tree.map(
+        float, statistics_of_the_sums())
+    assert abs(msq_ito - T**2 / (2 * n)) < 4 * se_ito
+    assert abs(msq_strat - T**2 / (4 * n)) < 4 * se_strat
     # the two integrals differ by T/2 on average (the Ito correction), which is far from 0
-    gap, gap_se = statistics.mean_and_standard_error(ito.stratonovich_midpoint_sum(fine, fine) - ito.ito_sum(coarse, coarse))
-    assert abs(float(gap) - T / 2) < 4 * float(gap_se)
-    assert abs(float(gap)) > 100 * float(gap_se)
+    assert abs(gap - T / 2) < 4 * gap_se
+    assert abs(gap) > 100 * gap_se
     # and the midpoint sum is NOT close to the Ito value path by path
-    not_ito = ito.stratonovich_midpoint_sum(fine, fine) - ito.ito_integral_w_dw(w_t, T)
-    assert float(jnp.mean(jnp.abs(not_ito - T / 2))) < 0.1 < T / 2
+    assert not_ito_distance < 0.1 < T / 2
 
 
 def test_generator_by_autodiff_gives_ito_correction():
@@ -54,9 +60,8 @@ def test_generator_by_autodiff_gives_ito_correction():
 def test_monte_carlo_moment_of_gbm_follows_ito_not_chain_rule():
     gbm = models.GeometricBrownianMotion(mu=0.5, sigma=0.6)
     x0 = jnp.ones((20000, 1))
-    final = jax.jit(lambda k: sde_solvers.simulate_paths(k, gbm.drift, gbm.diffusion, x0, (0.0, 1.0), 100, "ito_milstein"))(
-        jax.random.key(41))[:, -1, 0]
-    mean, se = statistics.mean_and_standard_error(final**2)
+    mean, se = jax.jit(lambda k: statistics.mean_and_standard_error(sde_solvers.simulate_paths(
+        k, gbm.drift, gbm.diffusion, x0, (0.0, 1.0), 100, "ito_milstein")[:, -1, 0] ** 2))(jax.random.key(41))
     f = lambda x: x**2
     ito_value = jnp.exp(ito.ito_generator(f, gbm.drift, gbm.diffusion)(0.0, 1.0))
     chain_value = jnp.exp(ito.ito_generator(f, gbm.drift, gbm.diffusion, second_order=False)(0.0, 1.0))

@@ -7,6 +7,8 @@ from scipy import stats
 
 from genjax.stochastic import statistics
 
+chi_square_test = jax.jit(statistics.chi_square_test)  # one compiled program per input shape
+
 
 def test_mean_standard_error_matches_formula():
     x = jax.random.normal(jax.random.key(0), (4000,)) * 2.0 + 1.0
@@ -39,10 +41,10 @@ def test_jackknife_rejects_uneven_groups():
 
 def test_chi_square_accepts_the_true_law_and_rejects_a_wrong_one():
     probabilities = jnp.array([0.1, 0.2, 0.3, 0.4])
-    draws = jax.random.choice(jax.random.key(3), 4, (5000,), p=probabilities)
-    counts = jnp.bincount(draws, length=4)
-    _, dof, p_true = statistics.chi_square_test(counts, probabilities)
-    _, _, p_wrong = statistics.chi_square_test(counts, jnp.array([0.15, 0.2, 0.3, 0.35]))
+    counts = jax.jit(lambda key: jnp.bincount(jax.random.choice(key, 4, (5000,), p=probabilities), length=4))(
+        jax.random.key(3))
+    _, dof, p_true = chi_square_test(counts, probabilities)
+    _, _, p_wrong = chi_square_test(counts, jnp.array([0.15, 0.2, 0.3, 0.35]))
     assert int(dof) == 3
     assert float(p_true) > 1e-3
     assert float(p_wrong) < 1e-6
@@ -51,7 +53,7 @@ def test_chi_square_accepts_the_true_law_and_rejects_a_wrong_one():
 def test_chi_square_matches_scipy_and_pools_small_bins():
     counts = jnp.array([30, 50, 15, 3, 2])
     probabilities = jnp.array([0.3, 0.5, 0.15, 0.03, 0.02])  # last two expect 3 and 2 -> pooled
-    statistic, dof, p_value = statistics.chi_square_test(counts, probabilities)
+    statistic, dof, p_value = chi_square_test(counts, probabilities)
     expected = np.array([30, 50, 15, 5.0])
     reference = stats.chisquare(np.array([30, 50, 15, 5]), expected)
     assert int(dof) == 3
@@ -61,7 +63,7 @@ def test_chi_square_matches_scipy_and_pools_small_bins():
 
 def test_kolmogorov_smirnov_matches_scipy():
     x = jax.random.normal(jax.random.key(4), (500,))
-    ours = statistics.kolmogorov_smirnov_statistic(x, jax.scipy.stats.norm.cdf)
+    ours = jax.jit(lambda x: statistics.kolmogorov_smirnov_statistic(x, jax.scipy.stats.norm.cdf))(x)
     assert float(ours) == pytest.approx(stats.kstest(np.asarray(x, np.float64), "norm").statistic, abs=1e-5)
     assert statistics.kolmogorov_smirnov_critical_value(10000, 0.95) == pytest.approx(0.01358, rel=1e-3)
 
