@@ -551,6 +551,7 @@ def test_inception_metrics_pipeline_with_random_weights_from_a_file(tmp_path, mo
     assert abs(same["fid"]) < 1e-3 * noise["fid"] and noise["fid"] > 0
     assert noise["kid"] > 10 * noise["kid_std"] and noise["kid"] > 10 * abs(same["kid"])
     assert np.isfinite(same["inception_score"]) and same["inception_score"] >= 1.0
+    assert same["inception_seconds"] > 0 and same["inception_images_per_second"] > 0
     # A second evaluation reads the cache instead of recomputing it.
     monkeypatch.setattr(image_metrics.features_lib, "stream_features", None)
     again = image_metrics.load_reference(experiment, tmp_path)

@@ -91,6 +91,7 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
             "nfe_mean": float(drawn["nfe"].mean()),
             "nfe_max": int(drawn["nfe"].max()),
             "seconds": drawn["seconds"],
+            "samples_per_second": num / max(drawn["seconds"], 1e-9),
             "samples": npz_file,
             "figure": png_file,
         }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Any
 
 import jax
@@ -119,7 +120,8 @@ def sample_metrics(experiment, reference: InceptionReference, samples: np.ndarra
                    apply_fn=None) -> dict[str, float]:
     """{'fid', 'inception_score', 'inception_score_std', 'kid', 'kid_std' (process 0), ...} of `samples`
     [N, H, W, C] in the data range (every process passes the whole set; each computes the
-    features of its contiguous share)."""
+    features of its contiguous share), with the feature pass's wall time and throughput
+    (`inception_seconds`, `inception_images_per_second`: images of all processes per second)."""
     apply_fn = apply_fn or _apply
     pixels = features_lib.to_rgb(to_uint8(samples, experiment.data_range))
     share = len(pixels) // jax.process_count()
@@ -127,13 +129,16 @@ def sample_metrics(experiment, reference: InceptionReference, samples: np.ndarra
     local = pixels[start:start + share]
     mesh, axes = _mesh_axis(experiment)
     batches = (local[i:i + FEATURE_BATCH] for i in range(0, len(local), FEATURE_BATCH))
+    start_time = time.perf_counter()
     moments, outputs = features_lib.stream_features(apply_fn, reference.params, batches, "pool3",
                                                     keep=("pool3", "logits"), mesh=mesh, batch_axis=axes)
+    seconds = time.perf_counter() - start_time
     mu, sigma = frechet.gaussian_statistics(moments)
     score, score_std = inception_score(outputs["logits"], num_splits=min(10, len(outputs["logits"])))
     metrics = {"fid": frechet.frechet_distance(mu, sigma, reference.mu, reference.sigma),
                "inception_score": score, "inception_score_std": score_std,
-               "fid_num_samples": int(moments.count), "fid_reference_count": int(reference.count)}
+               "fid_num_samples": int(moments.count), "fid_reference_count": int(reference.count),
+               "inception_seconds": seconds, "inception_images_per_second": float(moments.count) / max(seconds, 1e-9)}
     if reference.kid_features is not None:  # process 0 (the one that reports)
         metrics["kid"], metrics["kid_std"] = kid.kernel_inception_distance(key, outputs["pool3"],
                                                                            reference.kid_features)
