@@ -28,6 +28,10 @@ os.environ.update(JAX_COMPILATION_CACHE_DIR=COMPILATION_CACHE_DIR, JAX_PERSISTEN
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
+# Tests raise errors through JAX on purpose (bad inputs, failed solves); filtering JAX's frames
+# out of each traceback walks every frame against JAX's paths, which costs more than the
+# frames are worth in a test report.
+jax.config.update("jax_traceback_filtering", "off")
 
 
 # The default run compiles for speed of compiling: its tests run many small programs, where
@@ -168,6 +172,9 @@ SLOW_SIBLINGS = {
     # speed pass (engine and CLI):
     # the backward count under checkpointing: [recursive_checkpoint-rk4-2]; dopri5's counted forward NFE: test_cnf
     "tests/test_train_metrics.py::test_cnf_step_reports_counted_forward_and_backward_nfe[recursive_checkpoint-dopri5-2]",
+    # the CNF trained through the engine and its metrics.jsonl: the step's counted NFE metrics
+    # ([recursive_checkpoint-rk4-2], [backsolve-rk4-1]) and test_cli's metrics.jsonl stay:
+    "tests/test_train_metrics.py::test_the_cnf_run_logs_its_nfe_beside_the_loss",
 }
 
 
