@@ -282,13 +282,13 @@ def _probability_flow_solver(process, model, solver, rtol, atol, max_steps, num_
         max_steps = num_steps
 
     velocity_fn = views.velocity_fn(process, model)
-    batched_velocity_fn = views.batched_velocity_fn(process, model)
+    shared_time_velocity_fn = views.shared_time_velocity_fn(process, model)
 
     def velocity(t, x, condition):
         return velocity_fn(x, t, condition)
 
-    def batched_velocity(t, x, condition):
-        return batched_velocity_fn(x, jnp.full(x.shape[:1], t, x.dtype), condition)
+    def batched_velocity(t, x, condition):  # one t for the whole batch
+        return shared_time_velocity_fn(x, t, condition)
 
     def solve(x_T, condition):
         return solve_batch(velocity, batched_velocity, step_control, solver, t0, t1, dt0, controller, max_steps,
