@@ -29,7 +29,8 @@ Step control (`step_control`, adaptive solvers):
       examples are masked, but their field is still evaluated), so the evaluations spent
       on a batch are `max_nfe` per example, while `nfe` reports each example's own cost.
   "per_batch": ONE `diffeqsolve` on the whole [N, *shape] batch; the field calls the
-      batched network once per stage (`views.batched_velocity_fn`) and one step-size
+      batched network once per stage at the stage's one time (`views.shared_time_velocity_fn`:
+      a network that takes a shared noise level computes its time branch once) and one step-size
       controller sees the error norm over all examples (as torchdiffeq's odeint does on a
       batch). No lock-step masking waste and fully batched matmuls: the fastest wall time
       when the examples are alike. But the steps, and so every sample, depend on which
