@@ -204,8 +204,10 @@ def main(argv: list[str]) -> None:
                 npz, png = write_sample_set(workdir, step, name, drawn, reference, data_range=experiment.data_range,
                                             labels=experiment.default_condition(num))
                 remove_parts(workdir, step, name)
-                console.info("%d samples (%s, mean NFE %.1f) in %s and %s", len(drawn["samples"]), name,
-                             drawn["nfe"].mean(), workdir / npz, workdir / png)
+                spent = "unknown" if drawn["spent_nfe"] is None else f"{drawn['spent_nfe'] / len(drawn['nfe']):.1f}"
+                console.info("%d samples (%s, mean NFE %.1f, max NFE %d, spent NFE %s per sample) in %s and %s",
+                             len(drawn["samples"]), name, drawn["nfe"].mean(), drawn["nfe"].max(), spent,
+                             workdir / npz, workdir / png)
         else:
             results = evaluate(experiment, state.ema_params, step, workdir)
             if results is not None:

@@ -212,7 +212,8 @@ class Experiment:
             rngs = None if dropout_key is None else {"dropout": dropout_key}
             return self.network.apply(params, x, t, condition, train=train, rngs=rngs)
 
-        return factory.build_model(self.config, self.process, network_fn)
+        return factory.build_model(self.config, self.process, network_fn,
+                                   shared_noise_level=getattr(self.network, "SHARED_NOISE_LEVEL", False))
 
     def score_fn(self, params) -> ScoreFn:
         """Per-example score view (x, t, condition=None) -> s of the model (`views.NoScoreError`

@@ -269,9 +269,19 @@ def build_network(config):
         raise option_error("model.kwargs", kwargs, error) from None
 
 
-def build_model(config, process, network_fn):
+def build_model(config, process, network_fn, shared_noise_level: bool = False):
     """The `views.Model` of a batched network function (x [B, *shape], t [B], condition=None, *,
-    dropout_key=None, train=False) -> [B, ...], as config.model.output says."""
+    dropout_key=None, train=False) -> [B, ...], as config.model.output says.
+    `shared_noise_level`: the network also takes one noise level [1] for the whole batch; the
+    model says so (`views.Model.shared_noise_level`) where the output passes t through
+    unchanged (not the preconditioned outputs, whose coefficients are per example)."""
+    model = _parametrized_model(config, process, network_fn)
+    if shared_noise_level and config.model.output not in PRECONDITIONED_OUTPUTS:
+        model = dataclasses.replace(model, shared_noise_level=True)
+    return model
+
+
+def _parametrized_model(config, process, network_fn):
     parametrization = lookup(PARAMETRIZATIONS, config.model.output, "model.output")
     noise_input = lookup(NOISE_INPUTS, config.model.noise_input, "model.noise_input")
     if config.model.noise_input != "time":

@@ -90,6 +90,8 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
             **quality,
             "nfe_mean": float(drawn["nfe"].mean()),
             "nfe_max": int(drawn["nfe"].max()),
+            "nfe_spent": drawn["spent_nfe"],
+            "nfe_spent_per_sample": drawn["spent_nfe"] / num,
             "seconds": drawn["seconds"],
             "samples_per_second": num / max(drawn["seconds"], 1e-9),
             "samples": npz_file,
@@ -108,12 +110,14 @@ def evaluate(experiment: Experiment, params, step: int, workdir) -> dict | None:
 def _guided_quality(workdir, step: int, name: str, drawn: dict, guidance: float, reference, labels, digits,
                     data_range) -> dict:
     """The entries of a guided set (weight `guidance`) beside its sampler's unguided ones:
-    guidance_weight, guided_nfe_mean (model evaluations; each costs two network calls),
+    guidance_weight, guided_nfe_mean and guided_nfe_spent (model evaluations; each costs two
+    network calls),
     guided_seconds, guided_samples, guided_figure and, for the digits, digits_guided_frechet and
     digits_guided_class_accuracy."""
     npz_file, png_file = write_sample_set(workdir, step, sample_set_name(name, guidance), drawn, reference,
                                           data_range=data_range, labels=labels)
     entries = {"guidance_weight": guidance, "guided_nfe_mean": float(drawn["nfe"].mean()),
+               "guided_nfe_spent": drawn["spent_nfe"],
                "guided_seconds": drawn["seconds"], "guided_samples": npz_file, "guided_figure": png_file}
     if digits is not None:
         quality = digits_classifier.sample_quality(digits, to_uint8(drawn["samples"], data_range), labels)

@@ -1,7 +1,7 @@
 """A sample set saved chunk by chunk in the workdir, so that an interrupted run resumes.
 
     samples/step_<N>_<sampler>.parts/manifest.json      what the set is drawn with
-    samples/step_<N>_<sampler>.parts/<start>_<end>.npz  samples and NFE of examples [start, end)
+    samples/step_<N>_<sampler>.parts/<start>_<end>.npz  samples, NFE and evaluations spent of [start, end)
 
 Each finished chunk is written at once (through `genjax.workdir`, so a URL workdir works;
 local files appear atomically under their final name). A rerun of the same command reads
@@ -117,13 +117,16 @@ def _agree(done: np.ndarray | None, refusal: str | None, num_samples: int) -> np
 
 def _write_part(directory: epath.Path, chunk) -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, samples=chunk.samples, nfe=chunk.nfe)
+    np.savez(buffer, samples=chunk.samples, nfe=chunk.nfe, spent_nfe=np.int64(chunk.spent_nfe))
     workdir_lib.write_bytes(directory / f"{chunk.start}_{chunk.end}.npz", buffer.getvalue())
 
 
 def assemble(directory: epath.Path, num_samples: int) -> dict:
-    """The whole set {"samples", "nfe"} from the parts; SamplingError if an index is missing."""
+    """The whole set {"samples", "nfe", "spent_nfe"} from the parts (spent_nfe: the parts'
+    evaluations spent, summed; None if a part saved by an older version lacks it); SamplingError
+    if an index is missing."""
     samples = nfe = None
+    spent = 0
     done = np.zeros(num_samples, bool)
     for path in sorted(directory.iterdir()):
         match = _PART.match(path.name)
@@ -135,17 +138,19 @@ def assemble(directory: epath.Path, num_samples: int) -> dict:
                 samples = np.empty((num_samples,) + part["samples"].shape[1:], part["samples"].dtype)
                 nfe = np.empty((num_samples,), part["nfe"].dtype)
             samples[start:end], nfe[start:end] = part["samples"], part["nfe"]
+            spent = None if spent is None or "spent_nfe" not in part.files else spent + int(part["spent_nfe"])
         done[start:end] = True
     if not done.all():
         raise SamplingError(f"{directory} lacks samples {int(np.argmin(done))} and later; rerun to draw them")
-    return {"samples": samples, "nfe": nfe}
+    return {"samples": samples, "nfe": nfe, "spent_nfe": spent}
 
 
 def draw_resumably(experiment: Experiment, params, sampler_name: str, num_samples: int, workdir, step: int,
                    chunk_size: int | None = None, max_chunks: int | None = None, guidance: float = 0.0) -> dict | None:
     """Draw the set chunk by chunk into `parts_directory`, skipping the ranges already saved.
     Every process must call it. Returns, on process 0, the whole set {"samples", "nfe",
-    "seconds"} (seconds: this run's solve time); None on other processes, and everywhere when
+    "spent_nfe", "seconds"} (spent_nfe: over all the parts, also those of earlier runs;
+    seconds: this run's solve time); None on other processes, and everywhere when
     it stopped after `max_chunks` chunks (for tests). `guidance`: the classifier-free guidance
     weight (genjax.samplers.guidance; the set is named `sample_set_name(sampler, guidance)`). Raises SamplingPreempted on SIGTERM
     (JAX's preemption sync point in multi-process runs) after saving the chunk in flight."""

@@ -52,6 +52,7 @@ from genjax.evaluate.image_grid import class_rows, save_image_grid
 from genjax.evaluate.plots import save_samples_figure
 from genjax.experiment import Experiment, derive_key
 from genjax.samplers.guidance import guided_model
+from genjax.samplers.result import SampleResult
 from genjax.train.parallel import BATCH_AXES, data_parallel_size
 
 console = logging.getLogger("genjax")
@@ -115,7 +116,8 @@ def gather_leaf(leaf: jax.Array, spec: P) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class ChunkProgram:
     """One compiled chunk: `run(params, key_data, start, condition)` draws global examples
-    [start, start + chunk) and returns (samples, nfe, successful), split over the batch axes."""
+    [start, start + chunk) and returns (samples, nfe, successful), split over the batch axes,
+    and spent: [devices] int32, the evaluations each device's share cost (`share_evaluations`)."""
     run: Callable
     chunk: int
     conditional: bool
@@ -130,6 +132,15 @@ def _sampler(experiment: Experiment, sampler_name: str):
     if "axis_name" in parameters:
         sampler = functools.partial(sampler, axis_name=BATCH_AXES)  # batch statistics span the chunk
     return sampler
+
+
+def share_evaluations(result: SampleResult) -> jax.Array:
+    """Evaluations one device's share of a chunk cost: share size x max NFE of the share
+    (`SampleResult.spent_nfe`). The share runs in lock step (a vmapped solve evaluates its
+    finished examples, masked, until the slowest one is done; a per-batch solve gives every
+    example the share's NFE), so this, summed over devices and chunks, is what a set cost. The
+    last chunk's surplus examples (solved, then discarded) count: they were evaluated."""
+    return result.nfe.shape[0] * result.spent_nfe
 
 
 def compile_chunk(experiment: Experiment, sampler_name: str, chunk: int, params, conditional: bool,
@@ -148,7 +159,8 @@ def compile_chunk(experiment: Experiment, sampler_name: str, chunk: int, params,
         first = start + jax.lax.axis_index(BATCH_AXES) * per_device
         result = sampler(process, model(params), jax.random.wrap_key_data(key_data), per_device, shape,
                          first_index=first, condition=condition[0] if condition else None)
-        return result.samples, result.nfe, result.successful
+        spent = share_evaluations(result)[None]
+        return result.samples, result.nfe, result.successful, spent
 
     in_specs = (specs, P(), P()) + ((P(BATCH_AXES),) if conditional else ())
     program = jax.jit(jax.shard_map(draw_local, mesh=mesh, in_specs=in_specs, out_specs=P(BATCH_AXES),
@@ -193,12 +205,14 @@ def _global(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-    """Drawn examples [start, end) as host arrays (on every process)."""
+    """Drawn examples [start, end) as host arrays (on every process). spent_nfe: the
+    evaluations the chunk cost, summed over the devices' shares (`share_evaluations`)."""
     start: int
     end: int
     samples: np.ndarray
     nfe: np.ndarray
     seconds: float
+    spent_nfe: int
 
 
 def draw_chunks(experiment: Experiment, params, sampler_name: str, num_samples: int,
@@ -233,8 +247,8 @@ def draw_chunks(experiment: Experiment, params, sampler_name: str, num_samples: 
             arguments.append(_global(labels, NamedSharding(mesh, P(BATCH_AXES))))
         began = time.perf_counter()
         outputs = program.run(*arguments)
-        samples, nfe, successful = (np.asarray(x)[: end - start]
-                                    for x in multihost_utils.process_allgather(outputs, tiled=True))
+        *drawn, spent = (np.asarray(x) for x in multihost_utils.process_allgather(outputs, tiled=True))
+        samples, nfe, successful = (x[: end - start] for x in drawn)
         seconds = time.perf_counter() - began
         if not successful.all():
             raise SamplingError(
@@ -242,26 +256,31 @@ def draw_chunks(experiment: Experiment, params, sampler_name: str, num_samples: 
                 f"{start}..{end - 1} "
                 f"(step budget exhausted); raise samplers.{sampler_name}.max_steps or loosen its tolerances"
             )
-        yield Chunk(start, end, samples, nfe, seconds)
+        yield Chunk(start, end, samples, nfe, seconds, int(np.sum(spent, dtype=np.int64)))
 
 
 class Progress:
     """One console line per chunk: samples done of the total (`done`: saved before this run),
-    and this run's samples/s, ETA and mean NFE."""
+    and this run's samples/s, ETA, and NFE: mean and max per sample, and the evaluations spent
+    per sample (`Chunk.spent_nfe` summed, over the samples drawn; it exceeds the mean by the
+    lock-step waste)."""
 
     def __init__(self, label: str, total: int, done: int = 0):
         self.label, self.total, self.done = label, total, done
-        self.drawn, self.seconds, self.nfe_sum = 0, 0.0, 0.0
+        self.drawn, self.seconds, self.nfe_sum, self.nfe_max, self.spent_nfe = 0, 0.0, 0.0, 0, 0
 
     def update(self, chunk: Chunk) -> None:
         self.done += chunk.end - chunk.start
         self.drawn += chunk.end - chunk.start
         self.nfe_sum += float(np.sum(chunk.nfe, dtype=np.float64))
+        self.nfe_max = max(self.nfe_max, int(np.max(chunk.nfe)))
+        self.spent_nfe += chunk.spent_nfe
         self.seconds += chunk.seconds
         rate = self.drawn / max(self.seconds, 1e-9)
         eta = (self.total - self.done) / rate
-        console.info("%s: %d/%d samples, %.1f samples/s, ETA %s, mean NFE %.1f", self.label, self.done, self.total,
-                     rate, _duration(eta), self.nfe_sum / self.drawn)
+        console.info("%s: %d/%d samples, %.1f samples/s, ETA %s, mean NFE %.1f, max NFE %d, spent NFE %.1f per sample",
+                     self.label, self.done, self.total, rate, _duration(eta), self.nfe_sum / self.drawn, self.nfe_max,
+                     self.spent_nfe / self.drawn)
 
 
 def _duration(seconds: float) -> str:
@@ -284,7 +303,8 @@ def sample_set_name(sampler_name: str, guidance: float = 0.0) -> str:
 def draw(experiment: Experiment, params, sampler_name: str, num_samples: int, model=None,
          condition: np.ndarray | None = None, chunk_size: int | None = None, progress: bool = False) -> dict:
     """num_samples draws with the named sampler, chunk by chunk in memory; returns host arrays
-    of samples and per-example NFE, and the solve time in seconds (compilation excluded).
+    of samples and per-example NFE, the evaluations spent (spent_nfe: summed over chunks and
+    devices, `share_evaluations`) and the solve time in seconds (compilation excluded).
     Every process must call it (it runs on the mesh). `params`: in their trained sharding or
     any placement (see the module docstring). `model` maps params to a `views.Model` (default
     `experiment.model`; a bare per-example score is read as a score model, e.g.
@@ -292,22 +312,24 @@ def draw(experiment: Experiment, params, sampler_name: str, num_samples: int, mo
     [num_samples] class labels of the samples; for a conditional model None means
     `experiment.default_condition` (class-balanced). `chunk_size`: global samples per chunk
     (None: config.sampling.chunk_size; 0: one chunk)."""
-    samples, nfe, seconds = [], [], 0.0
+    samples, nfe, seconds, spent = [], [], 0.0, 0
     tracker = Progress(sampler_name, num_samples) if progress else None
     for chunk in draw_chunks(experiment, params, sampler_name, num_samples, chunk_size=chunk_size, model=model,
                              condition=condition):
         samples.append(chunk.samples)
         nfe.append(chunk.nfe)
         seconds += chunk.seconds
+        spent += chunk.spent_nfe
         if tracker is not None:
             tracker.update(chunk)
-    return {"samples": np.concatenate(samples), "nfe": np.concatenate(nfe), "seconds": seconds}
+    return {"samples": np.concatenate(samples), "nfe": np.concatenate(nfe), "spent_nfe": spent, "seconds": seconds}
 
 
 def write_sample_set(workdir, step: int, sampler_name: str, drawn: dict, reference: np.ndarray,
                      data_range: tuple[float, float] = (-1.0, 1.0), labels: np.ndarray | None = None
                      ) -> tuple[str, str]:
-    """`samples/step_<N>_<sampler>.npz` (samples, nfe, and labels of a conditional set) and the
+    """`samples/step_<N>_<sampler>.npz` (samples, nfe, spent_nfe when known (a scalar, see
+    `draw`), and labels of a conditional set) and the
     matching PNG beside the data; returns their paths relative to `workdir` (a local path or a
     URL). `sampler_name`: the set's name (`sample_set_name`). `data_range`: the image pixels'
     [lo, hi] (config.data.value_range), for the PNG grid. `labels`: the [n] class labels of a
@@ -316,6 +338,8 @@ def write_sample_set(workdir, step: int, sampler_name: str, drawn: dict, referen
     stem = f"step_{step}_{sampler_name}"
     buffer = io.BytesIO()
     arrays = {"samples": drawn["samples"], "nfe": drawn["nfe"]}
+    if drawn.get("spent_nfe") is not None:
+        arrays["spent_nfe"] = np.int64(drawn["spent_nfe"])
     if labels is not None:
         arrays["labels"] = np.asarray(labels)
     np.savez(buffer, **arrays)

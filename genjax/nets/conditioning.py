@@ -9,12 +9,13 @@ from __future__ import annotations
 import jax
 
 
-def check_flat_inputs(network: str, x: jax.Array, noise_level: jax.Array) -> None:
-    """ValueError, one line, unless x is [B, D] and noise_level is [B]."""
+def check_flat_inputs(network: str, x: jax.Array, noise_level: jax.Array, shared: bool = False) -> None:
+    """ValueError, one line, unless x is [B, D] and noise_level is [B] (or, for a network that
+    takes one noise level shared by the whole batch (`shared`), [1])."""
     if x.ndim != 2:
         raise ValueError(f"{network} takes a batch of vectors x [B, D], got shape {tuple(x.shape)}; for images "
                          "[B, H, W, C] use a U-Net (model.name)")
-    if noise_level.shape != x.shape[:1]:
+    if noise_level.shape != x.shape[:1] and not (shared and noise_level.shape == (1,)):
         raise ValueError(f"{network} takes one noise level per example, shape {tuple(x.shape[:1])}, got shape "
                          f"{tuple(noise_level.shape)}")
 

@@ -166,6 +166,9 @@ class Model:
     output_fn: BatchedFn
     output_kind: str = "score"
     per_example_fn: PerExampleFn | None = None
+    # output_fn also takes t of shape [1], one time for the whole batch, and then computes
+    # what depends on t alone once (`shared_time_velocity_fn`); the same numbers as t [B].
+    shared_noise_level: bool = False
 
     def __post_init__(self):
         if self.output_kind not in OUTPUT_KINDS:
@@ -296,6 +299,26 @@ def batched_score_fn(process, model) -> BatchedFn:
 def batched_velocity_fn(process, model) -> BatchedFn:
     """`velocity_fn` on a batch (one network call)."""
     return _batched_view(process, model, "velocity")
+
+
+def shared_time_velocity_fn(process, model) -> Callable:
+    """`batched_velocity_fn` at one time t [] for the whole batch: (x [B, *shape], t [],
+    condition=None) -> [B, *shape]. A model with `shared_noise_level` gets t as [1] and the
+    conversion takes t unbatched, so the time-only work (the network's time branch, the
+    kernel's coefficients) runs once per call instead of B times; others get t [B]. Same
+    numbers either way, to float rounding."""
+    model = as_model(model)
+    if not model.shared_noise_level:
+        batched = batched_velocity_fn(process, model)
+        return lambda x, t, condition=None: batched(x, jnp.full(x.shape[:1], t, x.dtype), condition)
+    convert = _converter(process, model, "velocity")
+
+    def velocity(x, t, condition=None):
+        t = jnp.asarray(t, x.dtype)
+        y = model.output_fn(x, t[None], condition)
+        return y if convert is None else jax.vmap(convert, in_axes=(0, None, 0))(x, t, y)
+
+    return velocity
 
 
 def coefficient_rates(process, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:

@@ -29,7 +29,8 @@ Step control (`step_control`, adaptive solvers):
       examples are masked, but their field is still evaluated), so the evaluations spent
       on a batch are `max_nfe` per example, while `nfe` reports each example's own cost.
   "per_batch": ONE `diffeqsolve` on the whole [N, *shape] batch; the field calls the
-      batched network once per stage (`views.batched_velocity_fn`) and one step-size
+      batched network once per stage at the stage's one time (`views.shared_time_velocity_fn`:
+      a network that takes a shared noise level computes its time branch once) and one step-size
       controller sees the error norm over all examples (as torchdiffeq's odeint does on a
       batch). No lock-step masking waste and fully batched matmuls: the fastest wall time
       when the examples are alike. But the steps, and so every sample, depend on which
@@ -282,13 +283,13 @@ def _probability_flow_solver(process, model, solver, rtol, atol, max_steps, num_
         max_steps = num_steps
 
     velocity_fn = views.velocity_fn(process, model)
-    batched_velocity_fn = views.batched_velocity_fn(process, model)
+    shared_time_velocity_fn = views.shared_time_velocity_fn(process, model)
 
     def velocity(t, x, condition):
         return velocity_fn(x, t, condition)
 
-    def batched_velocity(t, x, condition):
-        return batched_velocity_fn(x, jnp.full(x.shape[:1], t, x.dtype), condition)
+    def batched_velocity(t, x, condition):  # one t for the whole batch
+        return shared_time_velocity_fn(x, t, condition)
 
     def solve(x_T, condition):
         return solve_batch(velocity, batched_velocity, step_control, solver, t0, t1, dt0, controller, max_steps,

@@ -47,8 +47,9 @@ class SampleResult:
         """Evaluations per example that the batch actually cost, when this result is one
         solve call: max(nfe). A vmapped batch runs in lock step until its slowest example
         finishes (the finished ones are masked but still evaluated), and a per-batch solve
-        gives every example the batch's NFE. A result joined from several chunks or devices
-        spent the sum over the chunks of (chunk size x the chunk's max NFE) instead."""
+        gives every example the batch's NFE. A set drawn in several chunks or on several
+        devices spent the sum over them of (share size x the share's max NFE):
+        `genjax.evaluate.sampling.share_evaluations`."""
         return jnp.max(self.nfe)
 
     @property
