@@ -175,6 +175,7 @@ SLOW_SIBLINGS = {
     # the CNF trained through the engine and its metrics.jsonl: the step's counted NFE metrics
     # ([recursive_checkpoint-rk4-2], [backsolve-rk4-1]) and test_cli's metrics.jsonl stay:
     "tests/test_train_metrics.py::test_the_cnf_run_logs_its_nfe_beside_the_loss",
+    "tests/test_spent_nfe.py::test_spent_nfe_is_the_counted_evaluations_of_every_share[2-0-per_example]",  # [8-16-...]
 }
 
 
